@@ -1,0 +1,84 @@
+"""Checkpoints: written atomically, read with `weights_only=True`, always carrying their model config."""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ucm.model import UCMNet, build_model
+
+FLOAT_FORMAT = "ucm-edge/float-v1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the message names the file and what to do."""
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(obj: dict[str, Any], path: str | Path) -> None:
+    """torch.save into memory, then write to a temporary file in the same folder and rename over `path`."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint dict safely (`weights_only=True`), with an actionable error on a bad file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError) as e:
+        raise CheckpointError(
+            f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+            "the file may be truncated or not a checkpoint at all"
+        ) from e
+    if not isinstance(ckpt, dict) or "format" not in ckpt or "model" not in ckpt:
+        raise CheckpointError(f"{path}: not a ucm-edge checkpoint (expected a dict with 'format' and 'model' keys)")
+    return ckpt
+
+
+def model_from_checkpoint(ckpt: dict[str, Any], path: str | Path) -> UCMNet:
+    """Rebuild the float UCM-Net a checkpoint describes and load its weights (strictly)."""
+    if ckpt["format"] != FLOAT_FORMAT:
+        raise CheckpointError(f"{path}: checkpoint format '{ckpt['format']}' is not a float UCM-Net ({FLOAT_FORMAT})")
+    try:
+        model = build_model(ckpt.get("model_config"))
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: its model config cannot build a UCM-Net: {e}") from e
+    try:
+        model.load_state_dict(ckpt["model"], strict=True)
+    except RuntimeError as e:
+        raise CheckpointError(
+            f"{path}: weights do not fit UCM-Net {model.config.channels}: {str(e).splitlines()[0][:300]}; "
+            "was it trained with another architecture?"
+        ) from e
+    return model
+
+
+def load_float_model(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[UCMNet, dict[str, Any]]:
+    ckpt = load_checkpoint(path, map_location)
+    return model_from_checkpoint(ckpt, path), ckpt

@@ -1,0 +1,144 @@
+"""Evaluate a segmentation model on image/mask pairs: mIoU, mDice, mIoU*, mDice* (threshold 0.5).
+
+    python -m ucm.evaluate --checkpoint checkpoints/ucm_float.pt --data DIR [--split-csv CSV --split val]
+        [--json OUT] [--overlays DIR]
+
+`--checkpoint` takes a float checkpoint (`.pt`) or an ONNX file (run with ONNX Runtime).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from tqdm import tqdm
+
+from ucm.checkpoint import CheckpointError, atomic_write_bytes, load_checkpoint, model_from_checkpoint
+from ucm.data import LAYOUT_NAMES, DataError, PairTensors, find_pairs, load_tensors
+from ucm.metrics import SegmentationMeter, binarize_logits
+
+Predictor = Callable[[torch.Tensor], torch.Tensor]
+"""Maps float images [B, 3, H, W] in [0, 1] to logits [B, 1, H, W] (on the CPU)."""
+
+
+def torch_predictor(model: torch.nn.Module, device: torch.device | str = "cpu") -> Predictor:
+    model = model.to(device).eval()
+
+    @torch.no_grad()
+    def predict(images: torch.Tensor) -> torch.Tensor:
+        return model(images.to(device)).float().cpu()
+
+    return predict
+
+
+def onnx_predictor(path: str | Path, threads: int = 0) -> Predictor:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+    try:
+        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises its own exception types
+        raise CheckpointError(f"{path}: ONNX Runtime cannot load this model: {e}") from e
+    name = session.get_inputs()[0].name
+
+    def predict(images: torch.Tensor) -> torch.Tensor:
+        # One image at a time: exported graphs may have a fixed batch of 1.
+        outs = [session.run(None, {name: img[None].numpy().astype(np.float32)})[0] for img in images]
+        return torch.from_numpy(np.concatenate(outs))
+
+    return predict
+
+
+def load_predictor(path: str | Path, device: torch.device | str = "cpu") -> Predictor:
+    """A predictor for a float checkpoint, an int8 QAT checkpoint, or an ONNX file."""
+    path = Path(path)
+    if path.suffix == ".onnx":
+        return onnx_predictor(path)
+    ckpt = load_checkpoint(path, map_location="cpu")
+    if ckpt["format"].startswith("ucm-edge/int8"):
+        from quantize.model import model_from_qat_checkpoint
+
+        return torch_predictor(model_from_qat_checkpoint(ckpt, path), device)
+    return torch_predictor(model_from_checkpoint(ckpt, path), device)
+
+
+def predict_masks(predict: Predictor, data: PairTensors, batch_size: int = 16, progress: bool = False) -> torch.Tensor:
+    """Boolean predicted masks [N, 1, H, W] for every pair in `data`."""
+    out = []
+    for start in tqdm(range(0, len(data), batch_size), desc="predict", disable=not progress, leave=False):
+        index = torch.arange(start, min(start + batch_size, len(data)))
+        images, _ = data.batch(index, "cpu")
+        out.append(binarize_logits(predict(images)))
+    return torch.cat(out)
+
+
+def score(pred: torch.Tensor, target: torch.Tensor) -> dict[str, float | int]:
+    meter = SegmentationMeter()
+    meter.update(pred, target)
+    return meter.summary()
+
+
+def _contour(mask: torch.Tensor) -> torch.Tensor:
+    """Boundary pixels of a boolean mask [H, W] (mask minus its 3x3 erosion)."""
+    m = mask[None, None].float()
+    eroded = -F.max_pool2d(-m, 3, stride=1, padding=1)
+    return (m - eroded)[0, 0] > 0
+
+
+def write_overlays(data: PairTensors, pred: torch.Tensor, folder: str | Path) -> None:
+    """One PNG per image: ground-truth contour in green, predicted contour in red."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, image_id in enumerate(data.ids):
+        rgb = data.images[i].permute(1, 2, 0).numpy().copy()
+        rgb[_contour(data.masks[i, 0].bool()).numpy()] = (0, 255, 0)
+        rgb[_contour(pred[i, 0]).numpy()] = (255, 0, 0)
+        Image.fromarray(rgb).save(folder / f"{image_id}.png")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m ucm.evaluate", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--checkpoint", default="checkpoints/ucm_float.pt", help="float .pt, int8 QAT .pt, or .onnx")
+    ap.add_argument("--data", required=True, help="folder of image/mask pairs (any layout the loader accepts)")
+    ap.add_argument("--layout", default="auto", choices=LAYOUT_NAMES)
+    ap.add_argument("--split-csv", help="CSV with an image id column and a split column")
+    ap.add_argument("--split", help="which split of --split-csv to evaluate (e.g. val)")
+    ap.add_argument("--size", type=int, default=256, help="side the images are resized to (default 256)")
+    ap.add_argument("--json", help="write the metrics as JSON here")
+    ap.add_argument("--overlays", help="write contour overlays (green: truth, red: prediction) into this folder")
+    ap.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    args = ap.parse_args(argv)
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    try:
+        pairs = find_pairs(args.data, args.layout, split_csv=args.split_csv, split=args.split)
+        data = load_tensors(pairs, args.size)
+        predict = load_predictor(args.checkpoint, device)
+    except (DataError, CheckpointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    pred = predict_masks(predict, data, progress=True)
+    metrics = score(pred, data.masks)
+    print(
+        f"{args.checkpoint} on {metrics['n_images']} images: mIoU {100 * metrics['miou']:.2f}  "
+        f"mDice {100 * metrics['mdice']:.2f}  mIoU* {100 * metrics['miou_star']:.2f}  "
+        f"mDice* {100 * metrics['mdice_star']:.2f}"
+    )
+    if args.json:
+        atomic_write_bytes(args.json, (json.dumps(metrics, indent=2) + "\n").encode())
+    if args.overlays:
+        write_overlays(data, pred, args.overlays)
+        print(f"overlays written to {args.overlays}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
