@@ -1,0 +1,57 @@
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import FLOAT_CKPT, REPO
+from ucm.checkpoint import CheckpointError, FLOAT_FORMAT, load_float_model, save_checkpoint
+from ucm.export import export_float_onnx
+
+
+def _evaluate(*args):
+    return subprocess.run([sys.executable, "-m", "ucm.evaluate", *args], cwd=REPO, capture_output=True, text=True)
+
+
+def test_evaluate_json_and_overlays(tiny_isic, tmp_path):
+    out = _evaluate("--checkpoint", str(FLOAT_CKPT), "--data", str(tiny_isic), "--json", str(tmp_path / "m.json"),
+                    "--overlays", str(tmp_path / "ov"))
+    assert out.returncode == 0, out.stderr
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert set(metrics) == {"miou", "mdice", "miou_star", "mdice_star", "n_images"}
+    assert metrics["n_images"] == 12
+    assert all(0.0 <= metrics[k] <= 1.0 for k in ("miou", "mdice", "miou_star", "mdice_star"))
+    assert metrics["miou"] > 0.6  # the shipped model segments real lesions
+    assert len(list((tmp_path / "ov").glob("*.png"))) == 12
+
+
+def test_onnx_and_checkpoint_agree(tiny_isic, tmp_path):
+    model, _ = load_float_model(FLOAT_CKPT)
+    export_float_onnx(model, tmp_path / "f.onnx")
+    a = _evaluate("--checkpoint", str(FLOAT_CKPT), "--data", str(tiny_isic), "--json", str(tmp_path / "a.json"))
+    b = _evaluate("--checkpoint", str(tmp_path / "f.onnx"), "--data", str(tiny_isic), "--json", str(tmp_path / "b.json"))
+    assert a.returncode == 0 and b.returncode == 0, a.stderr + b.stderr
+    ma, mb = json.loads((tmp_path / "a.json").read_text()), json.loads((tmp_path / "b.json").read_text())
+    assert ma["miou"] == pytest.approx(mb["miou"], abs=1e-3)
+
+
+def test_split_and_bad_data_errors(tmp_path):
+    out = _evaluate("--data", str(tmp_path / "missing"))
+    assert out.returncode == 2 and "no such data folder" in out.stderr
+
+
+def test_corrupt_and_foreign_checkpoints(tmp_path, tiny_isic):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(FLOAT_CKPT.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
+        load_float_model(bad)
+    other = torch.nn.Conv2d(3, 8, 3)
+    save_checkpoint({"format": FLOAT_FORMAT, "model": other.state_dict(), "model_config": {}}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="weights do not fit UCM-Net"):
+        load_float_model(tmp_path / "other.pt")
+    torch.save({"weights": 1}, tmp_path / "plain.pt")
+    with pytest.raises(CheckpointError, match="not a ucm-edge checkpoint"):
+        load_float_model(tmp_path / "plain.pt")
+    out = _evaluate("--checkpoint", str(bad), "--data", str(tiny_isic))
+    assert out.returncode == 2 and "bad.pt" in out.stderr
