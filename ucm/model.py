@@ -13,6 +13,9 @@ Deviations from the published code (none changes what the network computes):
 - The published code switches between training and inference with a `forward(x, inference_mode)` argument;
   here `self.training` decides: eval mode returns the final logits only, train mode returns
   `(logits, (head_48, head_32, head_24, head_16, head_8))`, the stage heads the group loss uses.
+- The stage heads apply their 1x1 conv before the bilinear upsampling to full size, not after: the two
+  commute exactly (both are linear and bilinear weights sum to one), and the conv then runs at the stage's
+  resolution instead of 256x256.
 - Kept as published: the UCM block's residual is detached from the autograd graph and the block output is
   doubled (`x + drop_path(x)` with an identity drop path).
 """
@@ -139,7 +142,9 @@ class DecoderStage(nn.Module):
         x = F.relu(x) + skip
         head = None
         if head_size is not None:
-            head = self.head(F.interpolate(x, size=head_size, mode="bilinear", align_corners=True))
+            # conv1x1(upsample(x)) == upsample(conv1x1(x)) (both linear, bilinear weights sum to 1): the
+            # head runs at the stage's resolution and only its one output channel is upsampled.
+            head = F.interpolate(self.head(x), size=head_size, mode="bilinear", align_corners=True)
         h, w = x.shape[-2:]
         x = self.norm(self.block(_to_tokens(x), h, w))
         return _to_image(x, h, w), head

@@ -20,17 +20,19 @@ import os
 import sys
 import time
 from dataclasses import asdict, dataclass, fields
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from torch import nn
 from tqdm import tqdm
 
 from ucm.checkpoint import FLOAT_FORMAT, CheckpointError, atomic_write_bytes, load_checkpoint, save_checkpoint
 from ucm.data import LAYOUT_NAMES, DataError, JointAugment, PairTensors, find_pairs, load_tensors
 from ucm.evaluate import predict_masks, score, torch_predictor
 from ucm.losses import group_loss
-from ucm.model import UCMNet, UCMNetConfig, build_model
+from ucm.model import UCMNetConfig, build_model
 
 
 class TrainingError(RuntimeError):
@@ -60,7 +62,13 @@ class TrainConfig:
     progress: bool = True
 
 
-def _split_data(cfg: TrainConfig) -> tuple[list, list]:
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def split_data(cfg: TrainConfig) -> tuple[list, list]:
     if cfg.split_csv:
         train = find_pairs(cfg.data, cfg.layout, split_csv=cfg.split_csv, split=cfg.train_split)
         val = find_pairs(cfg.data, cfg.layout, split_csv=cfg.split_csv, split=cfg.val_split)
@@ -105,21 +113,28 @@ def _set_rng_state(state: dict, shuffle: torch.Generator) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def evaluate_model(model: UCMNet, data: PairTensors, device: torch.device, batch_size: int = 32) -> dict:
+def evaluate_model(model: nn.Module, data: PairTensors, device: torch.device, batch_size: int = 32) -> dict:
     was_training = model.training
     pred = predict_masks(torch_predictor(model, device), data, batch_size)
     model.train(was_training)
     return score(pred, data.masks)
 
 
-def train(cfg: TrainConfig) -> dict:
-    """Run (or resume) training; returns the best val metrics. Raises DataError, CheckpointError, TrainingError."""
+def train(
+    cfg: TrainConfig,
+    model: nn.Module | None = None,
+    checkpoint_format: str = FLOAT_FORMAT,
+    prepare: Callable[[nn.Module, PairTensors, torch.device], None] | None = None,
+    record: dict | None = None,
+) -> dict:
+    """Run (or resume) training; returns the best val mIoU. Raises DataError, CheckpointError, TrainingError.
+
+    `model` defaults to a fresh UCM-Net; `prepare(model, train_data, device)` runs once before the first epoch
+    of a new run (the int8 stage calibrates its quantizers there); `record` is stored in every checkpoint.
+    """
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     rank, world = 0, 1
-    if cfg.device == "auto":
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    else:
-        device = torch.device(cfg.device)
+    device = resolve_device(cfg.device)
     if distributed:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
         rank, world = dist.get_rank(), dist.get_world_size()
@@ -131,14 +146,14 @@ def train(cfg: TrainConfig) -> dict:
     torch.manual_seed(cfg.seed + rank)
     shuffle = torch.Generator().manual_seed(cfg.seed)
 
-    train_pairs, val_pairs = _split_data(cfg)
+    train_pairs, val_pairs = split_data(cfg)
     if main_process:
         print(f"data: {len(train_pairs)} train / {len(val_pairs)} val pairs from {cfg.data}; device {device}, {world} process(es)")
     train_data = load_tensors(train_pairs, cfg.size, cfg.workers, cfg.progress and main_process, "decode train")
     train_data = train_data.to(device)  # ~0.3 GB at 256x256: batches are then sliced on the device
     val_data = load_tensors(val_pairs, cfg.size, cfg.workers, cfg.progress and main_process, "decode val")
 
-    model = build_model(UCMNetConfig()).to(device)
+    model = (model if model is not None else build_model(UCMNetConfig())).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.t_max, eta_min=cfg.eta_min)
     start_epoch, best_miou, log = 0, -1.0, []
@@ -156,9 +171,11 @@ def train(cfg: TrainConfig) -> dict:
             print(f"resumed from {out / 'last.pt'} after epoch {start_epoch} (best val mIoU {best_miou:.4f})")
     elif main_process and (out / "last.pt").exists():
         raise TrainingError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    elif prepare is not None:
+        prepare(model, train_data, device)
     net = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
     augment = JointAugment().to(device)
-    config_record = {"model_config": model.config.to_dict(), "train_config": asdict(cfg)}
+    config_record = {"model_config": model.config.to_dict(), "train_config": asdict(cfg), **(record or {})}
 
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
@@ -204,12 +221,12 @@ def train(cfg: TrainConfig) -> dict:
         if metrics["miou"] > best_miou:
             best_miou = metrics["miou"]
             save_checkpoint(
-                {"format": FLOAT_FORMAT, "model": weights, "epoch": epoch + 1, "metrics": metrics, **config_record},
+                {"format": checkpoint_format, "model": weights, "epoch": epoch + 1, "metrics": metrics, **config_record},
                 out / "best.pt",
             )
         save_checkpoint(
             {
-                "format": FLOAT_FORMAT,
+                "format": checkpoint_format,
                 "model": weights,
                 "epoch": epoch + 1,
                 "metrics": metrics,
@@ -232,9 +249,8 @@ def train(cfg: TrainConfig) -> dict:
     return {"best_miou": best_miou, "epochs": cfg.epochs, "out": str(out)}
 
 
-def parse_args(argv: list[str] | None = None) -> TrainConfig:
-    ap = argparse.ArgumentParser(prog="python -m ucm.train", description=__doc__.split("\n\n")[0])
-    defaults = TrainConfig(data="")
+def add_train_arguments(ap: argparse.ArgumentParser, defaults: TrainConfig) -> None:
+    """The training options shared by float training and int8 QAT, with `defaults` as their defaults."""
     ap.add_argument("--data", required=True, help="folder of image/mask pairs (any layout the loader accepts)")
     ap.add_argument("--split-csv", help="CSV with an image id column and a split column (train/val)")
     ap.add_argument("--train-split", default=defaults.train_split)
@@ -249,12 +265,17 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     ap.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda")
     ap.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
     ap.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
-    args = vars(ap.parse_args(argv))
-    return TrainConfig(**{f.name: args[f.name] for f in fields(TrainConfig)})
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    values = vars(args)
+    return TrainConfig(**{f.name: values[f.name] for f in fields(TrainConfig)})
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg = parse_args(argv)
+    ap = argparse.ArgumentParser(prog="python -m ucm.train", description=__doc__.split("\n\n")[0])
+    add_train_arguments(ap, TrainConfig(data=""))
+    cfg = config_from_args(ap.parse_args(argv))
     try:
         result = train(cfg)
     except (DataError, CheckpointError, TrainingError) as e:

@@ -1,0 +1,122 @@
+"""Int8 UCM-Net for quantization-aware training with Brevitas.
+
+The quantized network is the float `ucm.model.UCMNet` itself with every `nn.Conv2d` and `nn.Linear` swapped
+for its Brevitas counterpart (`quantize_model`): there is no second copy of the architecture.
+
+Which tensors are int8, and why:
+- Every convolution and linear layer (33 conv, 20 linear, plus the 5 training-only stage heads) has
+  - weights: int8, symmetric, narrow range [-127, 127], one scale per output channel
+    (`Int8WeightPerChannelFloat`: per-channel scales keep depth-wise and 1x1 convs with uneven channel
+    ranges accurate);
+  - input: int8 per-tensor, scale learned from runtime statistics and then by QAT (`Int8ActPerTensorFloat`);
+    the first convolution's input is the image itself, quantized as uint8 pixels with the fixed scale 1/255
+    (`PixelQuant`), so a board feeds its camera's bytes straight in;
+  - bias: int32 with scale = input scale x weight scale (`Int32Bias`), so it adds onto the int32 accumulator.
+  Every multiply-accumulate therefore has integer operands and an int32 accumulator.
+- Float: LayerNorm, GroupNorm, the per-channel plane norm (instance norm), GELU, max-pool, bilinear resize,
+  ReLU, the residual and skip additions and the layer outputs (before the next layer's input quantizer).
+  The norms need a mean, a variance and a reciprocal square root over a whole token or plane, which no
+  int8 kernel library provides at acceptable accuracy; they carry no multiply-accumulates worth speaking
+  of. Each sits between quantizers ("fenced"): float in, float out, quantized again where the next
+  convolution or linear layer reads it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import brevitas.nn as qnn
+import torch
+from brevitas.core.scaling import ScalingImplType
+from brevitas.quant import Int8ActPerTensorFloat, Int8WeightPerChannelFloat, Int32Bias, Uint8ActPerTensorFloat
+from torch import nn
+
+from ucm.checkpoint import CheckpointError, model_from_checkpoint
+from ucm.model import UCMNet, build_model
+
+INT8_FORMAT = "ucm-edge/int8-qat-v1"
+
+
+class PixelQuant(Uint8ActPerTensorFloat):
+    """Model input: uint8 pixels, fixed scale 1/255 (x in [0, 1] -> round(255 x))."""
+
+    scaling_impl_type = ScalingImplType.CONST
+    min_val = 0.0
+    max_val = 1.0
+
+
+def _quant_layer(layer: nn.Module, input_quant: type) -> nn.Module:
+    common = dict(
+        bias=layer.bias is not None,
+        input_quant=input_quant,
+        weight_quant=Int8WeightPerChannelFloat,
+        bias_quant=Int32Bias if layer.bias is not None else None,
+        return_quant_tensor=False,
+    )
+    if isinstance(layer, nn.Conv2d):
+        q = qnn.QuantConv2d(
+            layer.in_channels,
+            layer.out_channels,
+            layer.kernel_size,
+            stride=layer.stride,
+            padding=layer.padding,
+            dilation=layer.dilation,
+            groups=layer.groups,
+            **common,
+        )
+    else:
+        q = qnn.QuantLinear(layer.in_features, layer.out_features, **common)
+    with torch.no_grad():
+        q.weight.copy_(layer.weight)
+        if layer.bias is not None:
+            q.bias.copy_(layer.bias)
+    return q
+
+
+def quantize_model(model: UCMNet) -> UCMNet:
+    """Swap every Conv2d / Linear of `model` (in place) for an int8 Brevitas layer; returns the model."""
+    targets = [
+        (name, module)
+        for name, module in model.named_modules()
+        if type(module) in (nn.Conv2d, nn.Linear)  # exact types: Brevitas layers subclass these
+    ]
+    for name, module in targets:
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        input_quant = PixelQuant if name == "stem" else Int8ActPerTensorFloat
+        setattr(parent, child, _quant_layer(module, input_quant))
+    return model
+
+
+def quant_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, (qnn.QuantConv2d, qnn.QuantLinear))]
+
+
+def float_layers(model: nn.Module) -> list[str]:
+    """Names of Conv2d / Linear layers that are still float (should be none)."""
+    return [n for n, m in model.named_modules() if type(m) in (nn.Conv2d, nn.Linear)]
+
+
+def build_qat_model(model_config: dict | None = None) -> UCMNet:
+    return quantize_model(build_model(model_config))
+
+
+def model_from_qat_checkpoint(ckpt: dict[str, Any], path: str | Path) -> UCMNet:
+    """Rebuild an int8 QAT UCM-Net from its checkpoint (strictly)."""
+    if ckpt["format"] != INT8_FORMAT:
+        raise CheckpointError(f"{path}: checkpoint format '{ckpt['format']}' is not an int8 QAT UCM-Net ({INT8_FORMAT})")
+    try:
+        model = build_qat_model(ckpt.get("model_config"))
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: its model config cannot build a UCM-Net: {e}") from e
+    try:
+        model.load_state_dict(ckpt["model"], strict=True)
+    except RuntimeError as e:
+        raise CheckpointError(f"{path}: weights do not fit the int8 UCM-Net: {str(e).splitlines()[0][:300]}") from e
+    return model
+
+
+def qat_model_from_float(ckpt: dict[str, Any], path: str | Path) -> UCMNet:
+    """The int8 model initialised from a float checkpoint's weights (activation scales not yet calibrated)."""
+    return quantize_model(model_from_checkpoint(ckpt, path))

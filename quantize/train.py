@@ -1,0 +1,115 @@
+"""Int8 UCM-Net: calibrate from a float checkpoint, then fine-tune with quantization-aware training (QAT).
+
+    python -m quantize.train --from checkpoints/ucm_float.pt --data DIR [--split-csv CSV] [--epochs 20]
+        [--out runs/qat] [--resume] [--ptq]
+
+The float weights are loaded into the int8 model (`quantize.model`), activation scales are calibrated on
+`--calib-images` training images (no augmentation), then QAT fine-tunes everything, scales included, with
+the float recipe's group loss and augmentation at a lower learning rate (AdamW 1e-4, cosine to 1e-6 over the
+run). Same manners as `ucm.train`: progress bar, `OUT/log.jsonl`, atomic `OUT/last.pt` / `OUT/best.pt`,
+`--resume`. `--ptq` stops after calibration (post-training quantization, the baseline for QAT), scores
+the calibrated model on the val split and writes `OUT/best.pt`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import torch
+from brevitas.graph.calibrate import calibration_mode
+from tqdm import tqdm
+
+from quantize.model import INT8_FORMAT, float_layers, qat_model_from_float
+from ucm.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from ucm.data import DataError, PairTensors, load_tensors
+from ucm.train import (
+    TrainConfig,
+    TrainingError,
+    add_train_arguments,
+    config_from_args,
+    evaluate_model,
+    resolve_device,
+    split_data,
+    train,
+)
+
+QAT_DEFAULTS = TrainConfig(data="", out="runs/qat", epochs=20, lr=1e-4, t_max=20, eta_min=1e-6)
+
+
+@torch.no_grad()
+def calibrate(
+    model: torch.nn.Module, data: PairTensors, device: torch.device, n_images: int, batch_size: int = 8, progress: bool = True
+) -> None:
+    """Set every activation quantizer's scale from statistics of `n_images` training images (Brevitas)."""
+    model.eval()
+    n = min(n_images, len(data))
+    with calibration_mode(model):
+        for start in tqdm(range(0, n, batch_size), desc="calibrate", leave=False, disable=not progress):
+            index = torch.arange(start, min(start + batch_size, n), device=data.images.device)
+            images, _ = data.batch(index, device)
+            model(images)
+    model.train()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m quantize.train", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--from", dest="from_checkpoint", default="checkpoints/ucm_float.pt", help="float checkpoint")
+    ap.add_argument("--calib-images", type=int, default=256, help="training images used to calibrate scales")
+    ap.add_argument("--ptq", action="store_true", help="calibrate only (post-training quantization), no QAT")
+    add_train_arguments(ap, QAT_DEFAULTS)
+    args = ap.parse_args(argv)
+    cfg = config_from_args(args)
+    if cfg.t_max == QAT_DEFAULTS.t_max and cfg.epochs != QAT_DEFAULTS.epochs:
+        cfg = replace(cfg, t_max=cfg.epochs)  # one cosine decay over the whole fine-tuning by default
+    try:
+        float_ckpt = load_checkpoint(args.from_checkpoint)
+        model = qat_model_from_float(float_ckpt, args.from_checkpoint)
+        if float_layers(model):
+            raise CheckpointError(f"layers left float after quantization: {float_layers(model)}")
+        record = {
+            "from_checkpoint": str(args.from_checkpoint),
+            "from_metrics": float_ckpt.get("metrics"),
+            "calib_images": args.calib_images,
+            "method": "ptq" if args.ptq else "qat",
+        }
+
+        def prepare(m: torch.nn.Module, train_data: PairTensors, device: torch.device) -> None:
+            calibrate(m, train_data, device, args.calib_images, progress=cfg.progress)
+
+        if args.ptq:
+            return _run_ptq(cfg, model, prepare, record)
+        result = train(cfg, model, INT8_FORMAT, prepare, record)
+    except (DataError, CheckpointError, TrainingError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"done: best val mIoU {100 * result['best_miou']:.2f}; checkpoints in {result['out']}")
+    return 0
+
+
+def _run_ptq(cfg: TrainConfig, model: torch.nn.Module, prepare, record: dict) -> int:
+    device = resolve_device(cfg.device)
+    train_pairs, val_pairs = split_data(cfg)
+    train_data = load_tensors(train_pairs, cfg.size, cfg.workers, cfg.progress, "decode train").to(device)
+    val_data = load_tensors(val_pairs, cfg.size, cfg.workers, cfg.progress, "decode val")
+    model = model.to(device)
+    prepare(model, train_data, device)
+    metrics = evaluate_model(model, val_data, device)
+    out = Path(cfg.out) / "best.pt"
+    weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    save_checkpoint(
+        {"format": INT8_FORMAT, "model": weights, "epoch": 0, "metrics": metrics,
+         "model_config": model.config.to_dict(), "train_config": asdict(cfg), **record},
+        out,
+    )
+    print(
+        f"PTQ on {metrics['n_images']} val images: mIoU {100 * metrics['miou']:.2f}  mDice {100 * metrics['mdice']:.2f}  "
+        f"mIoU* {100 * metrics['miou_star']:.2f}  mDice* {100 * metrics['mdice_star']:.2f}; wrote {out}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
