@@ -67,6 +67,10 @@ def _quant_layer(layer: nn.Module, input_quant: type) -> nn.Module:
         )
     else:
         q = qnn.QuantLinear(layer.in_features, layer.out_features, **common)
+    if q.bias_quant is not None:
+        # The QCDQ exporter reads the int32 bias scale (input scale x weight scale) from the cache an eval
+        # forward pass fills; `export` runs one before exporting.
+        q.bias_quant.cache_inference_quant_bias = True
     with torch.no_grad():
         q.weight.copy_(layer.weight)
         if layer.bias is not None:
@@ -120,3 +124,22 @@ def model_from_qat_checkpoint(ckpt: dict[str, Any], path: str | Path) -> UCMNet:
 def qat_model_from_float(ckpt: dict[str, Any], path: str | Path) -> UCMNet:
     """The int8 model initialised from a float checkpoint's weights (activation scales not yet calibrated)."""
     return quantize_model(model_from_checkpoint(ckpt, path))
+
+
+def weight_bytes(model: nn.Module) -> int:
+    """Bytes of the deployed parameters (stage heads excluded), as stored for inference.
+
+    Float layers: 4 bytes a parameter. Int8 layers: 1 byte a weight, 4 bytes an int32 bias, 4 bytes a
+    per-channel weight scale and 4 bytes for the input scale; the float norms' parameters stay 4 bytes.
+    """
+    total = 0
+    for name, module in model.named_modules():
+        parts = name.split(".")
+        if "head" in parts:
+            continue
+        if isinstance(module, (qnn.QuantConv2d, qnn.QuantLinear)):
+            total += module.weight.numel() + 4 * module.weight.shape[0] + 4  # int8 weights, per-channel scales, input scale
+            total += 0 if module.bias is None else 4 * module.bias.numel()
+        elif type(module) in (nn.Conv2d, nn.Linear, nn.LayerNorm, nn.GroupNorm):
+            total += 4 * sum(p.numel() for p in module.parameters(recurse=False))
+    return total

@@ -44,8 +44,8 @@ def test_eval_returns_logits_train_returns_heads():
 
 
 def test_rejects_size_not_divisible_by_32():
-    with pytest.raises(ValueError, match="divisible by 32"):
-        build_model().eval()(torch.rand(1, 3, 100, 100))
+    with pytest.raises(ValueError, match="multiples of 64"):
+        build_model().eval()(torch.rand(1, 3, 160, 160))
 
 
 def test_forward_matches_onnx_runtime(tmp_path, sample_dir):

@@ -49,8 +49,12 @@ def onnx_predictor(path: str | Path, threads: int = 0) -> Predictor:
     except Exception as e:  # onnxruntime raises its own exception types
         raise CheckpointError(f"{path}: ONNX Runtime cannot load this model: {e}") from e
     name = session.get_inputs()[0].name
+    expected = session.get_inputs()[0].shape  # e.g. [1, 3, 256, 256]; symbolic dims are strings
 
     def predict(images: torch.Tensor) -> torch.Tensor:
+        got = [1, *images.shape[1:]]
+        if any(isinstance(e, int) and e != g for e, g in zip(expected, got)):
+            raise CheckpointError(f"{path}: the model takes input {expected}, the images are {got}; pass --size {expected[-1]}")
         # One image at a time: exported graphs may have a fixed batch of 1.
         outs = [session.run(None, {name: img[None].numpy().astype(np.float32)})[0] for img in images]
         return torch.from_numpy(np.concatenate(outs))
@@ -125,7 +129,11 @@ def main(argv: list[str] | None = None) -> int:
     except (DataError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    pred = predict_masks(predict, data, progress=True)
+    try:
+        pred = predict_masks(predict, data, progress=True)
+    except CheckpointError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     metrics = score(pred, data.masks)
     print(
         f"{args.checkpoint} on {metrics['n_images']} images: mIoU {100 * metrics['miou']:.2f}  "

@@ -5,7 +5,10 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import numpy as np
+import onnx
 import torch
+from onnx import numpy_helper
 
 from ucm.checkpoint import atomic_write_bytes
 
@@ -26,24 +29,49 @@ def export_float_onnx(model: torch.nn.Module, path: str | Path, size: int = 256)
             opset_version=OPSET,
             dynamo=False,
         )
-    atomic_write_bytes(path, fold_constants(buf.getvalue()))
+    atomic_write_bytes(path, make_shapes_static(buf.getvalue()))
     return Path(path)
 
 
-def fold_constants(onnx_bytes: bytes) -> bytes:
-    """Fold the shape arithmetic the tracer records (Shape/Gather/Concat feeding Reshape) into constants.
+def make_shapes_static(onnx_bytes: bytes) -> bytes:
+    """Replace the shape arithmetic the tracer records (Shape -> Gather -> Concat -> Reshape) by constants.
 
-    Uses ONNX Runtime's basic graph optimisations, which keep standard ONNX ops only, so that the graph
-    other tools import (TVM, ONNX Runtime) has static shapes and no shape sub-graphs.
+    The input shape is fixed, so ONNX shape inference knows every Reshape's output shape: each Reshape gets
+    it as a constant and the shape sub-graphs, now dead, are dropped. Initializers listed as graph inputs
+    are removed from the inputs. Nothing else in the graph changes (Q/DQ pairs stay exactly as exported).
     """
-    import tempfile
-
-    import onnxruntime as ort
-
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "folded.onnx"
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-        opts.optimized_model_filepath = str(out)
-        ort.InferenceSession(onnx_bytes, opts, providers=["CPUExecutionProvider"])
-        return out.read_bytes()
+    model = onnx.load_from_string(onnx_bytes)
+    graph = model.graph
+    inits = {i.name for i in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in inits]
+    del graph.input[:]
+    graph.input.extend(inputs)
+    inferred = onnx.shape_inference.infer_shapes(model, data_prop=True).graph
+    shapes = {}
+    for vi in list(inferred.value_info) + list(inferred.output) + list(inferred.input):
+        dims = vi.type.tensor_type.shape.dim
+        if dims and all(d.HasField("dim_value") for d in dims):
+            shapes[vi.name] = [d.dim_value for d in dims]
+    for node in graph.node:
+        if node.op_type == "Reshape" and node.output[0] in shapes and node.input[1] not in inits:
+            name = f"{node.output[0]}__static_shape"
+            graph.initializer.append(numpy_helper.from_array(np.array(shapes[node.output[0]], np.int64), name))
+            node.input[1] = name
+    # drop nodes and initializers no graph output depends on any more
+    producer = {o: n for n in graph.node for o in n.output}
+    live, stack = set(), [o.name for o in graph.output]
+    while stack:
+        name = stack.pop()
+        node = producer.get(name)
+        if node is not None and id(node) not in live:
+            live.add(id(node))
+            stack.extend(node.input)
+    kept = [n for n in graph.node if id(n) in live]
+    del graph.node[:]
+    graph.node.extend(kept)
+    used = {i for n in kept for i in n.input}
+    kept_inits = [i for i in graph.initializer if i.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept_inits)
+    onnx.checker.check_model(model)
+    return model.SerializeToString()

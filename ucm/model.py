@@ -153,7 +153,7 @@ class DecoderStage(nn.Module):
 class UCMNet(nn.Module):
     """UCM-Net. Eval mode: `model(x) -> logits [B, 1, H, W]`. Train mode: `(logits, five stage heads)`.
 
-    Input: RGB in [0, 1], no mean/std normalisation, H and W divisible by 32.
+    Input: RGB in [0, 1], no mean/std normalisation, H and W multiples of 64 and at least 128.
     """
 
     def __init__(self, config: UCMNetConfig = UCMNetConfig()) -> None:
@@ -170,8 +170,10 @@ class UCMNet(nn.Module):
         self.final = nn.Conv2d(config.final_channels, config.num_classes, 1)
 
     def forward(self, x: torch.Tensor):
-        if x.shape[-1] % 32 or x.shape[-2] % 32:
-            raise ValueError(f"UCM-Net needs H and W divisible by 32, got input of shape {tuple(x.shape)}")
+        h, w = x.shape[-2:]
+        if h % 64 or w % 64 or min(h, w) < 128:
+            # six halvings must divide evenly, and the 1/64-scale bottleneck needs > 1 pixel for its plane norm
+            raise ValueError(f"UCM-Net needs H and W to be multiples of 64 and at least 128, got input of shape {tuple(x.shape)}")
         head_size = tuple(x.shape[-2:]) if self.training else None
         x = F.relu(F.max_pool2d(self.stem_gn(self.stem(x)), 2))
         skips = [x]
