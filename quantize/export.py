@@ -37,7 +37,7 @@ from torch import nn
 from quantize.model import model_from_qat_checkpoint
 from ucm.checkpoint import CheckpointError, atomic_write_bytes, load_checkpoint, model_from_checkpoint
 from ucm.data import DataError, PairTensors, find_pairs, load_tensors
-from ucm.export import OPSET, export_float_onnx, make_shapes_static
+from ucm.export import OPSET, export_float_onnx, make_shapes_static, prune_graph
 
 REPO = Path(__file__).resolve().parents[1]
 MIN_AGREEMENT = 0.999
@@ -130,13 +130,7 @@ def fold_weight_transposes(onnx_bytes: bytes) -> bytes:
         graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(weight), name))
         dq.input[0] = name
         dropped.update(id(c) for c in clips if all(u is dq or id(u) in dropped for u in consumers[c.output[0]]))
-    kept = [n for n in graph.node if id(n) not in dropped]
-    del graph.node[:]
-    graph.node.extend(kept)
-    used = {i for n in kept for i in n.input}
-    kept_inits = [i for i in graph.initializer if i.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(kept_inits)
+    prune_graph(graph, dropped)
     onnx.checker.check_model(model)
     return model.SerializeToString()
 

@@ -32,7 +32,7 @@ from brevitas.core.scaling import ScalingImplType
 from brevitas.quant import Int8ActPerTensorFloat, Int8WeightPerChannelFloat, Int32Bias, Uint8ActPerTensorFloat
 from torch import nn
 
-from ucm.checkpoint import CheckpointError, model_from_checkpoint
+from ucm.checkpoint import model_from_checkpoint, rebuild_model
 from ucm.model import UCMNet, build_model
 
 INT8_FORMAT = "ucm-edge/int8-qat-v1"
@@ -108,17 +108,7 @@ def build_qat_model(model_config: dict | None = None) -> UCMNet:
 
 def model_from_qat_checkpoint(ckpt: dict[str, Any], path: str | Path) -> UCMNet:
     """Rebuild an int8 QAT UCM-Net from its checkpoint (strictly)."""
-    if ckpt["format"] != INT8_FORMAT:
-        raise CheckpointError(f"{path}: checkpoint format '{ckpt['format']}' is not an int8 QAT UCM-Net ({INT8_FORMAT})")
-    try:
-        model = build_qat_model(ckpt.get("model_config"))
-    except (TypeError, ValueError) as e:
-        raise CheckpointError(f"{path}: its model config cannot build a UCM-Net: {e}") from e
-    try:
-        model.load_state_dict(ckpt["model"], strict=True)
-    except RuntimeError as e:
-        raise CheckpointError(f"{path}: weights do not fit the int8 UCM-Net: {str(e).splitlines()[0][:300]}") from e
-    return model
+    return rebuild_model(ckpt, path, INT8_FORMAT, build_qat_model, "an int8 QAT UCM-Net")
 
 
 def qat_model_from_float(ckpt: dict[str, Any], path: str | Path) -> UCMNet:

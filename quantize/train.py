@@ -5,7 +5,7 @@
 
 The float weights are loaded into the int8 model (`quantize.model`), activation scales are calibrated on
 `--calib-images` training images (no augmentation), then QAT fine-tunes everything, scales included, with
-the float recipe's group loss and augmentation at a lower learning rate (AdamW 1e-4, cosine to 1e-6 over the
+the float recipe's group loss and augmentation at a lower learning rate (AdamW 5e-5, cosine to 1e-6 over the
 run). Same manners as `ucm.train`: progress bar, `OUT/log.jsonl`, atomic `OUT/last.pt` / `OUT/best.pt`,
 `--resume`. `--ptq` stops after calibration (post-training quantization, the baseline for QAT), scores
 the calibrated model on the val split and writes `OUT/best.pt`.
@@ -36,22 +36,26 @@ from ucm.train import (
     train,
 )
 
-QAT_DEFAULTS = TrainConfig(data="", out="runs/qat", epochs=20, lr=1e-4, t_max=20, eta_min=1e-6)
+QAT_DEFAULTS = TrainConfig(data="", out="runs/qat", epochs=20, lr=5e-5, t_max=20, eta_min=1e-6)
 
 
 @torch.no_grad()
 def calibrate(
     model: torch.nn.Module, data: PairTensors, device: torch.device, n_images: int, batch_size: int = 8, progress: bool = True
 ) -> None:
-    """Set every activation quantizer's scale from statistics of `n_images` training images (Brevitas)."""
-    model.eval()
+    """Set every activation quantizer's scale from statistics of `n_images` training images (Brevitas).
+
+    The model runs in train mode so that the training-only stage heads are calibrated too (UCM-Net has no
+    batch norm or dropout: train and eval mode compute the same logits); uncalibrated heads start QAT with
+    saturated inputs and a group loss 60% too high.
+    """
+    model.train()
     n = min(n_images, len(data))
     with calibration_mode(model):
         for start in tqdm(range(0, n, batch_size), desc="calibrate", leave=False, disable=not progress):
             index = torch.arange(start, min(start + batch_size, n), device=data.images.device)
             images, _ = data.batch(index, device)
             model(images)
-    model.train()
 
 
 def main(argv: list[str] | None = None) -> int:

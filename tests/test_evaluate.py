@@ -48,7 +48,7 @@ def test_corrupt_and_foreign_checkpoints(tmp_path, tiny_isic):
         load_float_model(bad)
     other = torch.nn.Conv2d(3, 8, 3)
     save_checkpoint({"format": FLOAT_FORMAT, "model": other.state_dict(), "model_config": {}}, tmp_path / "other.pt")
-    with pytest.raises(CheckpointError, match="weights do not fit UCM-Net"):
+    with pytest.raises(CheckpointError, match="weights do not fit a float UCM-Net"):
         load_float_model(tmp_path / "other.pt")
     torch.save({"weights": 1}, tmp_path / "plain.pt")
     with pytest.raises(CheckpointError, match="not a ucm-edge checkpoint"):

@@ -133,7 +133,7 @@ def test_bad_float_checkpoints(tmp_path, tiny_isic):
     other = nn.Sequential(nn.Conv2d(3, 4, 3))
     save_checkpoint({"format": FLOAT_FORMAT, "model": other.state_dict(), "model_config": {}}, tmp_path / "other.pt")
     res = _run("quantize.train", "--from", str(tmp_path / "other.pt"), "--data", str(tiny_isic), "--out", str(tmp_path / "o"))
-    assert res.returncode == 2 and "weights do not fit UCM-Net" in res.stderr
+    assert res.returncode == 2 and "weights do not fit a float UCM-Net" in res.stderr
     (tmp_path / "corrupt.pt").write_bytes(b"\x00" * 100)
     res = _run("quantize.train", "--from", str(tmp_path / "corrupt.pt"), "--data", str(tiny_isic), "--out", str(tmp_path / "c"))
     assert res.returncode == 2 and "corrupt.pt: not a readable PyTorch checkpoint" in res.stderr

@@ -8,9 +8,11 @@ import pickle
 import tempfile
 import zipfile
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import torch
+from torch import nn
 
 from ucm.model import UCMNet, build_model
 
@@ -61,22 +63,33 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return ckpt
 
 
-def model_from_checkpoint(ckpt: dict[str, Any], path: str | Path) -> UCMNet:
-    """Rebuild the float UCM-Net a checkpoint describes and load its weights (strictly)."""
-    if ckpt["format"] != FLOAT_FORMAT:
-        raise CheckpointError(f"{path}: checkpoint format '{ckpt['format']}' is not a float UCM-Net ({FLOAT_FORMAT})")
+def rebuild_model(
+    ckpt: dict[str, Any],
+    path: str | Path,
+    expected_format: str,
+    build: Callable[[dict | None], nn.Module],
+    what: str,
+) -> nn.Module:
+    """Check the checkpoint's format, build `what` from its model config and load its weights strictly."""
+    if ckpt["format"] != expected_format:
+        raise CheckpointError(f"{path}: checkpoint format '{ckpt['format']}' is not {what} ({expected_format})")
     try:
-        model = build_model(ckpt.get("model_config"))
+        model = build(ckpt.get("model_config"))
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: its model config cannot build a UCM-Net: {e}") from e
     try:
         model.load_state_dict(ckpt["model"], strict=True)
     except RuntimeError as e:
         raise CheckpointError(
-            f"{path}: weights do not fit UCM-Net {model.config.channels}: {str(e).splitlines()[0][:300]}; "
+            f"{path}: weights do not fit {what} {model.config.channels}: {str(e).splitlines()[0][:300]}; "
             "was it trained with another architecture?"
         ) from e
     return model
+
+
+def model_from_checkpoint(ckpt: dict[str, Any], path: str | Path) -> UCMNet:
+    """Rebuild the float UCM-Net a checkpoint describes and load its weights (strictly)."""
+    return rebuild_model(ckpt, path, FLOAT_FORMAT, build_model, "a float UCM-Net")
 
 
 def load_float_model(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[UCMNet, dict[str, Any]]:

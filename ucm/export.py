@@ -57,12 +57,17 @@ def make_shapes_static(onnx_bytes: bytes) -> bytes:
             name = f"{node.output[0]}__static_shape"
             graph.initializer.append(numpy_helper.from_array(np.array(shapes[node.output[0]], np.int64), name))
             node.input[1] = name
-    # drop nodes and initializers no graph output depends on any more
-    producer = {o: n for n in graph.node for o in n.output}
+    prune_graph(graph)
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def prune_graph(graph: onnx.GraphProto, dropped: set[int] = frozenset()) -> None:
+    """Remove the nodes in `dropped` (by id), every node no graph output depends on, and unused initializers."""
+    producer = {o: n for n in graph.node if id(n) not in dropped for o in n.output}
     live, stack = set(), [o.name for o in graph.output]
     while stack:
-        name = stack.pop()
-        node = producer.get(name)
+        node = producer.get(stack.pop())
         if node is not None and id(node) not in live:
             live.add(id(node))
             stack.extend(node.input)
@@ -73,5 +78,3 @@ def make_shapes_static(onnx_bytes: bytes) -> bytes:
     kept_inits = [i for i in graph.initializer if i.name in used]
     del graph.initializer[:]
     graph.initializer.extend(kept_inits)
-    onnx.checker.check_model(model)
-    return model.SerializeToString()

@@ -1,0 +1,56 @@
+"""The shipped artifacts: the files the README's commands and the later stages use by default."""
+
+import subprocess
+import sys
+
+import onnx
+import pytest
+import torch
+
+from conftest import REPO
+from quantize.export import check_export
+from quantize.model import float_layers, model_from_qat_checkpoint
+from ucm.checkpoint import load_checkpoint
+from ucm.data import find_pairs, load_tensors
+
+CKPTS = REPO / "checkpoints"
+
+
+def test_shipped_int8_onnx_reproduces_the_qat_checkpoint():
+    """The acceptance check of quantize.export, at 256x256 on the whole shipped sample, default threshold."""
+    model = model_from_qat_checkpoint(load_checkpoint(CKPTS / "ucm_int8_qat.pt"), CKPTS / "ucm_int8_qat.pt")
+    assert float_layers(model) == []
+    data = load_tensors(find_pairs(REPO / "data" / "sample"), 256, progress=False)
+    check = check_export((CKPTS / "ucm_int8.onnx").read_bytes(), model, data)
+    assert check.n_images == 32 and check.pixel_agreement >= 0.999
+
+
+def test_shipped_onnx_files_have_the_documented_interface():
+    for name in ("ucm_float.onnx", "ucm_int8.onnx"):
+        graph = onnx.load(CKPTS / name).graph
+        assert [i.name for i in graph.input] == ["image"]
+        dims = [d.dim_value for d in graph.input[0].type.tensor_type.shape.dim]
+        assert dims == [1, 3, 256, 256]
+        assert [o.name for o in graph.output] == ["logits"]
+        assert onnx.load(CKPTS / name).opset_import[0].version >= 13
+    ops = {n.op_type for n in onnx.load(CKPTS / "ucm_int8.onnx").graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops and "Shape" not in ops
+
+
+def test_shipped_checkpoints_record_their_origin():
+    qat = torch.load(CKPTS / "ucm_int8_qat.pt", weights_only=True)
+    assert qat["method"] == "qat" and qat["from_checkpoint"].endswith("ucm_float.pt")
+    assert qat["metrics"]["miou"] > 0.8
+
+
+def test_demo_runs_the_main_job(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.demo", "--repeats", "1", "--out", str(tmp_path)],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )
+    assert out.returncode == 0, out.stderr
+    rows = [l for l in out.stdout.splitlines() if l.startswith(("float", "int8"))]
+    assert len(rows) == 4
+    for row in rows:
+        miou = float(row.split()[-6])
+        assert miou > 75.0, row
