@@ -1,5 +1,6 @@
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -73,8 +74,11 @@ def test_cli_with_split_csv(tiny_isic, tmp_path):
 def test_distributed_data_parallel_two_processes(tiny_isic, tmp_path):
     """torchrun with two CPU processes (gloo): the DDP path runs and rank 0 writes the checkpoints."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    with socket.socket() as sock:  # a free port for the rendezvous
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
     out = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517", "-m", "ucm.train",
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}", "-m", "ucm.train",
          "--data", str(tiny_isic), "--epochs", "1", "--size", "128", "--batch-size", "2", "--out", str(tmp_path / "ddp"),
          "--no-progress", "--device", "cpu"],
         cwd=REPO, capture_output=True, text=True, env=env, timeout=300,
