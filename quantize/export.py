@@ -24,6 +24,7 @@ import argparse
 import copy
 import sys
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +38,7 @@ from torch import nn
 from quantize.model import model_from_qat_checkpoint
 from ucm.checkpoint import CheckpointError, atomic_write_bytes, load_checkpoint, model_from_checkpoint
 from ucm.data import DataError, PairTensors, find_pairs, load_tensors
-from ucm.export import OPSET, export_float_onnx, make_shapes_static, prune_graph
+from ucm.export import OPSET, export_float_onnx, make_shapes_static, prune_graph, quiet_export_warnings
 
 REPO = Path(__file__).resolve().parents[1]
 MIN_AGREEMENT = 0.999
@@ -64,10 +65,12 @@ def deployable(model: nn.Module) -> nn.Module:
 
 def export_int8_onnx(model: nn.Module, size: int, example: torch.Tensor) -> bytes:
     """QCDQ ONNX bytes of an int8 Brevitas UCM-Net. `example` fills Brevitas' bias-scale caches first."""
-    from brevitas.export import export_onnx_qcdq
+    with warnings.catch_warnings():  # brevitas' optional fast_hadamard_transform kernels are not needed here
+        warnings.filterwarnings("ignore", message="fast_hadamard_transform package not found")
+        from brevitas.export import export_onnx_qcdq
 
     model = deployable(model)
-    with torch.no_grad(), tempfile.TemporaryDirectory() as tmp:
+    with torch.no_grad(), tempfile.TemporaryDirectory() as tmp, quiet_export_warnings():
         model(example)
         path = Path(tmp) / "model.onnx"
         export_onnx_qcdq(

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
-from brevitas.graph.calibrate import calibration_mode
 from tqdm import tqdm
 
 from quantize.model import INT8_FORMAT, float_layers, qat_model_from_float
@@ -35,6 +35,10 @@ from ucm.train import (
     split_data,
     train,
 )
+
+with warnings.catch_warnings():  # brevitas' optional fast_hadamard_transform kernels are not needed here
+    warnings.filterwarnings("ignore", message="fast_hadamard_transform package not found")
+    from brevitas.graph.calibrate import calibration_mode
 
 QAT_DEFAULTS = TrainConfig(data="", out="runs/qat", epochs=20, lr=5e-5, t_max=20, eta_min=1e-6)
 

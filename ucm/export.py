@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +22,7 @@ def export_float_onnx(model: torch.nn.Module, path: str | Path, size: int = 256)
     """Write `model` (eval mode, final logits only) as ONNX with a fixed input shape; returns the path."""
     model = model.eval()
     buf = io.BytesIO()
-    with torch.no_grad():
+    with torch.no_grad(), quiet_export_warnings():
         torch.onnx.export(
             model,
             (torch.zeros(1, 3, size, size),),
@@ -31,6 +34,17 @@ def export_float_onnx(model: torch.nn.Module, path: str | Path, size: int = 256)
         )
     atomic_write_bytes(path, make_shapes_static(buf.getvalue()))
     return Path(path)
+
+
+@contextlib.contextmanager
+def quiet_export_warnings() -> Iterator[None]:
+    """Silence the exporter's warnings that do not apply to UCM-Net: the tracer's note on the model's input-size
+    check (the shape is fixed) and the instance-norm training-mode note (without running statistics it
+    computes the same in both modes)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", message="ONNX export mode is set to TrainingMode.EVAL")
+        yield
 
 
 def make_shapes_static(onnx_bytes: bytes) -> bytes:
