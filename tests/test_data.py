@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 import torch
+from conftest import write_pair
 from PIL import Image
 
-from conftest import write_pair
 from ucm.data import DataError, JointAugment, find_pairs, load_pair, load_tensors
 
 

@@ -4,9 +4,9 @@ import sys
 
 import pytest
 import torch
-
 from conftest import FLOAT_CKPT, REPO
-from ucm.checkpoint import CheckpointError, FLOAT_FORMAT, load_float_model, save_checkpoint
+
+from ucm.checkpoint import FLOAT_FORMAT, CheckpointError, load_float_model, save_checkpoint
 from ucm.export import export_float_onnx
 
 

@@ -3,12 +3,12 @@ import onnx
 import onnxruntime as ort
 import pytest
 import tvm
+from conftest import REPO
 from tvm import relax
 from tvm.relax.frontend.onnx import from_onnx
 from tvm.script import relax as R
 
 from compile.lower_int8 import LoweringError, count_mac_ops, lower_int8
-from conftest import REPO
 from ucm.data import find_pairs, load_tensors
 
 INT8_ONNX = REPO / "checkpoints" / "ucm_int8.onnx"

@@ -6,8 +6,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-
 from conftest import FLOAT_CKPT, REPO
+
 from ucm.checkpoint import load_float_model
 from ucm.data import find_pairs, load_tensors
 from ucm.export import export_float_onnx

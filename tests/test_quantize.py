@@ -7,13 +7,13 @@ import onnx
 import pytest
 import torch
 from brevitas.nn import QuantConv2d, QuantLinear
+from conftest import FLOAT_CKPT, REPO
 from onnx import numpy_helper
 from torch import nn
 
-from conftest import FLOAT_CKPT, REPO
 from quantize.export import check_export, export_int8_onnx
 from quantize.model import build_qat_model, float_layers, model_from_qat_checkpoint, quant_layers, weight_bytes
-from ucm.checkpoint import CheckpointError, FLOAT_FORMAT, load_checkpoint, load_float_model, save_checkpoint
+from ucm.checkpoint import FLOAT_FORMAT, CheckpointError, load_checkpoint, load_float_model, save_checkpoint
 from ucm.data import find_pairs, load_tensors
 from ucm.model import build_model
 

@@ -4,10 +4,9 @@ import subprocess
 import sys
 
 import onnx
-import pytest
 import torch
-
 from conftest import REPO
+
 from quantize.export import check_export
 from quantize.model import float_layers, model_from_qat_checkpoint
 from ucm.checkpoint import load_checkpoint

@@ -6,9 +6,9 @@ import sys
 
 import pytest
 import torch
+from conftest import REPO
 
 import ucm.train as train_module
-from conftest import REPO
 from ucm.checkpoint import CheckpointError, load_float_model
 from ucm.train import TrainConfig, TrainingError, train
 

@@ -19,8 +19,8 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
 from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
