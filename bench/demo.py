@@ -2,9 +2,9 @@
 
     python -m bench.demo [--data data/sample] [--out runs/demo]
 
-Stages that exist today: the float UCM-Net (PyTorch), the int8 QAT model (Brevitas fake-quant), and both
-exported to ONNX (the int8 one as QCDQ) and run with ONNX Runtime, on the CPU, one thread. The ONNX files
-are exported afresh from the shipped checkpoints into `--out`. It prints one table row per model:
+Stages that exist today: the float UCM-Net (PyTorch), the int8 QAT model (Brevitas fake-quant), and the
+shipped ONNX exports of both (`checkpoints/ucm_float.onnx`, QCDQ `checkpoints/ucm_int8.onnx`) run with
+ONNX Runtime, on the CPU, one thread. It prints one table row per model:
 mIoU / mDice / mIoU* / mDice* against the ground truth, pixel agreement with the float model, and the
 median latency per 256x256 image.
 """
@@ -19,12 +19,11 @@ from pathlib import Path
 
 import torch
 
-from quantize.export import deployable, export_int8_onnx
+from quantize.export import deployable
 from quantize.model import model_from_qat_checkpoint
-from ucm.checkpoint import CheckpointError, atomic_write_bytes, load_checkpoint, load_float_model
+from ucm.checkpoint import CheckpointError, load_checkpoint, load_float_model
 from ucm.data import DataError, find_pairs, load_tensors
 from ucm.evaluate import Predictor, onnx_predictor, predict_masks, score, torch_predictor
-from ucm.export import export_float_onnx
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -44,27 +43,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", default=str(REPO / "data" / "sample"))
     ap.add_argument("--checkpoint", default=str(REPO / "checkpoints" / "ucm_float.pt"))
     ap.add_argument("--int8-checkpoint", default=str(REPO / "checkpoints" / "ucm_int8_qat.pt"))
+    ap.add_argument("--float-onnx", default=str(REPO / "checkpoints" / "ucm_float.onnx"))
+    ap.add_argument("--int8-onnx", default=str(REPO / "checkpoints" / "ucm_int8.onnx"))
     ap.add_argument("--repeats", type=int, default=20, help="timed runs per model (median reported)")
-    ap.add_argument("--out", default=str(REPO / "runs" / "demo"))
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     try:
         data = load_tensors(find_pairs(args.data), 256, progress=False)
         model, _ = load_float_model(args.checkpoint)
         int8_model = model_from_qat_checkpoint(load_checkpoint(args.int8_checkpoint), args.int8_checkpoint)
+        predictors = {
+            "float PyTorch": torch_predictor(model),
+            "float ONNX Runtime": onnx_predictor(args.float_onnx, threads=1),
+            "int8 QAT Brevitas (fake-q)": torch_predictor(deployable(int8_model)),
+            "int8 QCDQ ONNX Runtime": onnx_predictor(args.int8_onnx, threads=1),
+        }
     except (DataError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    out = Path(args.out)
-    float_onnx = export_float_onnx(model, out / "ucm_float.onnx")
-    int8_onnx = out / "ucm_int8.onnx"
-    atomic_write_bytes(int8_onnx, export_int8_onnx(int8_model, 256, data.images[:1].float() / 255))
-    predictors = {
-        "float PyTorch": torch_predictor(model),
-        "float ONNX Runtime": onnx_predictor(float_onnx, threads=1),
-        "int8 QAT Brevitas (fake-q)": torch_predictor(deployable(int8_model)),
-        "int8 QCDQ ONNX Runtime": onnx_predictor(int8_onnx, threads=1),
-    }
     print(f"{len(data)} images from {args.data}, 256x256, 1 CPU thread")
     header = f"{'model (CPU)':28s} {'mIoU':>6s} {'mDice':>6s} {'mIoU*':>6s} {'mDice*':>6s} {'agree':>7s} {'ms/img':>7s}"
     print(header + "\n" + "-" * len(header))

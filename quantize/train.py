@@ -16,23 +16,24 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-from quantize.model import INT8_FORMAT, float_layers, qat_model_from_float
+from quantize.model import INT8_FORMAT, qat_model_from_float
 from ucm.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from ucm.data import DataError, PairTensors, load_tensors
+from ucm.data import DataError, PairTensors
 from ucm.train import (
     TrainConfig,
     TrainingError,
     add_train_arguments,
     config_from_args,
     evaluate_model,
+    load_split,
+    model_checkpoint,
     resolve_device,
-    split_data,
     train,
 )
 
@@ -75,8 +76,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         float_ckpt = load_checkpoint(args.from_checkpoint)
         model = qat_model_from_float(float_ckpt, args.from_checkpoint)
-        if float_layers(model):
-            raise CheckpointError(f"layers left float after quantization: {float_layers(model)}")
         record = {
             "from_checkpoint": str(args.from_checkpoint),
             "from_metrics": float_ckpt.get("metrics"),
@@ -99,19 +98,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run_ptq(cfg: TrainConfig, model: torch.nn.Module, prepare, record: dict) -> int:
     device = resolve_device(cfg.device)
-    train_pairs, val_pairs = split_data(cfg)
-    train_data = load_tensors(train_pairs, cfg.size, cfg.workers, cfg.progress, "decode train").to(device)
-    val_data = load_tensors(val_pairs, cfg.size, cfg.workers, cfg.progress, "decode val")
+    train_data, val_data = load_split(cfg, device)
     model = model.to(device)
     prepare(model, train_data, device)
     metrics = evaluate_model(model, val_data, device)
     out = Path(cfg.out) / "best.pt"
-    weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    save_checkpoint(
-        {"format": INT8_FORMAT, "model": weights, "epoch": 0, "metrics": metrics,
-         "model_config": model.config.to_dict(), "train_config": asdict(cfg), **record},
-        out,
-    )
+    save_checkpoint(model_checkpoint(model, cfg, INT8_FORMAT, 0, metrics, record), out)
     print(
         f"PTQ on {metrics['n_images']} val images: mIoU {100 * metrics['miou']:.2f}  mDice {100 * metrics['mdice']:.2f}  "
         f"mIoU* {100 * metrics['miou_star']:.2f}  mDice* {100 * metrics['mdice_star']:.2f}; wrote {out}"

@@ -113,6 +113,30 @@ def _set_rng_state(state: dict, shuffle: torch.Generator) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def load_split(cfg: TrainConfig, device: torch.device, progress: bool = True) -> tuple[PairTensors, PairTensors]:
+    """Decode the train and val pairs into memory; the train set goes to `device` (~0.3 GB at 256x256) so
+    batches are sliced there, the val set stays on the CPU."""
+    train_pairs, val_pairs = split_data(cfg)
+    train_data = load_tensors(train_pairs, cfg.size, cfg.workers, cfg.progress and progress, "decode train")
+    val_data = load_tensors(val_pairs, cfg.size, cfg.workers, cfg.progress and progress, "decode val")
+    return train_data.to(device), val_data
+
+
+def model_checkpoint(
+    model: nn.Module, cfg: TrainConfig, checkpoint_format: str, epoch: int, metrics: dict, record: dict | None
+) -> dict:
+    """The weights-only checkpoint (what `best.pt` holds): weights on the CPU, configs, metrics, `record`."""
+    return {
+        "format": checkpoint_format,
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "epoch": epoch,
+        "metrics": metrics,
+        "model_config": model.config.to_dict(),
+        "train_config": asdict(cfg),
+        **(record or {}),
+    }
+
+
 def evaluate_model(model: nn.Module, data: PairTensors, device: torch.device, batch_size: int = 32) -> dict:
     was_training = model.training
     pred = predict_masks(torch_predictor(model, device), data, batch_size)
@@ -146,12 +170,9 @@ def train(
     torch.manual_seed(cfg.seed + rank)
     shuffle = torch.Generator().manual_seed(cfg.seed)
 
-    train_pairs, val_pairs = split_data(cfg)
+    train_data, val_data = load_split(cfg, device, main_process)
     if main_process:
-        print(f"data: {len(train_pairs)} train / {len(val_pairs)} val pairs from {cfg.data}; device {device}, {world} process(es)")
-    train_data = load_tensors(train_pairs, cfg.size, cfg.workers, cfg.progress and main_process, "decode train")
-    train_data = train_data.to(device)  # ~0.3 GB at 256x256: batches are then sliced on the device
-    val_data = load_tensors(val_pairs, cfg.size, cfg.workers, cfg.progress and main_process, "decode val")
+        print(f"data: {len(train_data)} train / {len(val_data)} val pairs from {cfg.data}; device {device}, {world} process(es)")
 
     model = (model if model is not None else build_model(UCMNetConfig())).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -175,7 +196,6 @@ def train(
         prepare(model, train_data, device)
     net = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
     augment = JointAugment().to(device)
-    config_record = {"model_config": model.config.to_dict(), "train_config": asdict(cfg), **(record or {})}
 
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
@@ -217,27 +237,17 @@ def train(
             "seconds": round(time.perf_counter() - t0, 2),
         }
         log.append(row)
-        weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        weights = model_checkpoint(model, cfg, checkpoint_format, epoch + 1, metrics, record)
         if metrics["miou"] > best_miou:
             best_miou = metrics["miou"]
-            save_checkpoint(
-                {"format": checkpoint_format, "model": weights, "epoch": epoch + 1, "metrics": metrics, **config_record},
-                out / "best.pt",
-            )
-        save_checkpoint(
-            {
-                "format": checkpoint_format,
-                "model": weights,
-                "epoch": epoch + 1,
-                "metrics": metrics,
-                "best_miou": best_miou,
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "rng": _rng_state(shuffle),
-                **config_record,
-            },
-            out / "last.pt",
-        )
+            save_checkpoint(weights, out / "best.pt")
+        training_state = {
+            "best_miou": best_miou,
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "rng": _rng_state(shuffle),
+        }
+        save_checkpoint({**weights, **training_state}, out / "last.pt")
         _write_log(out / "log.jsonl", log)
         print(
             f"epoch {epoch + 1:3d}/{cfg.epochs}  loss {train_loss:.4f}  val mIoU {100 * metrics['miou']:.2f}  "
