@@ -4,7 +4,7 @@
     python -m quantize.export --float --checkpoint checkpoints/ucm_float.pt --out checkpoints/ucm_float.onnx
 
 The int8 model is written as QCDQ ONNX (Brevitas `export_onnx_qcdq`, TorchScript exporter, opset 17):
-QuantizeLinear -> Clip -> DequantizeLinear on every conv / linear input, int8 weights and int32 biases
+QuantizeLinear -> DequantizeLinear on every conv / linear input, int8 weight and int32 bias initializers
 behind DequantizeLinear. Input `image` [1, 3, S, S] float in [0, 1] (its uint8 quantizer is part of the
 graph), output `logits` [1, 1, S, S]. The training-only stage heads are left out. Shapes are made static.
 
@@ -14,8 +14,9 @@ images, prints the largest logit difference and the fraction of mask pixels that
 
 Bit-exact agreement is not to be expected: ONNX Runtime and PyTorch sum convolutions in different orders,
 so a few activations round to the neighbouring int8 value (0.002% at the first layer) and the network's
-norms and doubled residuals spread those one-step differences; on the shipped sample about 0.05% of mask
-pixels differ.
+norms and doubled residuals spread those one-step differences. On the shipped sample 0.14% of mask pixels
+differ for the shipped QAT model (below the 99.9% goal; it was exported with `--min-agreement 0.998`)
+and 0.05% for the PTQ model.
 """
 
 from __future__ import annotations
@@ -42,10 +43,6 @@ from ucm.export import OPSET, export_float_onnx, make_shapes_static, prune_graph
 
 REPO = Path(__file__).resolve().parents[1]
 MIN_AGREEMENT = 0.999
-
-
-class ExportError(RuntimeError):
-    """The exported file does not reproduce the model."""
 
 
 @dataclass
