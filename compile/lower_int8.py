@@ -47,8 +47,8 @@ def _patterns():
     conv_bias = is_op("relax.add")(conv, is_op("relax.reshape")(dq_b, wildcard()))
     matmul = is_op("relax.matmul")(dq_x, dq_w)
     matmul_bias = is_op("relax.add")(dq_b, matmul) | is_op("relax.add")(matmul, dq_b)
-    parts = dict(x_q=x_q, x_scale=x_scale, x_zp=x_zp, w_q=w_q, w_scale=w_scale, w_zp=w_zp,
-                 b_q=b_q, b_scale=b_scale, b_zp=b_zp, conv=conv, matmul=matmul)
+    parts = {"x_q": x_q, "x_scale": x_scale, "x_zp": x_zp, "w_q": w_q, "w_scale": w_scale, "w_zp": w_zp,
+                 "b_q": b_q, "b_scale": b_scale, "b_zp": b_zp, "conv": conv, "matmul": matmul}
     return conv_bias, matmul_bias, parts
 
 
@@ -141,3 +141,22 @@ def count_mac_ops(mod: tvm.IRModule) -> MacCount:
         if isinstance(func, relax.Function):
             Visitor().visit_expr(func)
     return MacCount(**counts)
+
+
+def count_ops(mod: tvm.IRModule) -> dict[str, int]:
+    """Relax operator calls by the arithmetic they do: "int8" when their first operand is an integer
+    tensor (int8 x int8 -> int32 products, int32 bias adds, casts out of int32), else "float"."""
+    counts = {"int8": 0, "float": 0}
+
+    @relax.expr_functor.visitor
+    class Visitor(relax.PyExprVisitor):
+        def visit_call_(self, call: relax.Call) -> None:
+            if isinstance(call.op, tvm.ir.Op) and call.args and isinstance(call.args[0].ty, relax.TensorType):
+                integer = str(call.args[0].ty.dtype).startswith(("int", "uint"))
+                counts["int8" if integer else "float"] += 1
+            super().visit_call_(call)
+
+    for func in mod.functions.values():
+        if isinstance(func, relax.Function):
+            Visitor().visit_expr(func)
+    return counts

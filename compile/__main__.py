@@ -1,0 +1,38 @@
+"""python -m compile --target cortex-a72 [--onnx PATH] [--out DIR] [--kernels c|llvm] [--no-build]"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from compile.bundle import DEFAULT_ONNX, CompileConfig, compile_bundle, size_report
+from compile.targets import TARGETS, format_target_table
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m compile", description=__doc__.split("\n")[0])
+    parser.add_argument("--target", default="cortex-a72", help=f"one of: {', '.join(TARGETS)} (default cortex-a72)")
+    parser.add_argument("--onnx", type=Path, default=DEFAULT_ONNX, help="QCDQ int8 or float ONNX (default: shipped int8)")
+    parser.add_argument("--out", type=Path, default=None, help="bundle directory (default dist/<target>)")
+    parser.add_argument("--kernels", choices=("c", "llvm"), default=None,
+                        help="kernel code: TVM's C source or TVM's LLVM object code (default llvm)")
+    parser.add_argument("--no-build", action="store_true", help="write the bundle without compiling it")
+    parser.add_argument("--list-targets", action="store_true", help="print the target table and exit")
+    args = parser.parse_args(argv)
+    if args.list_targets:
+        print(format_target_table())
+        return 0
+    cfg = CompileConfig(target=args.target, onnx=args.onnx, out=args.out, kernels=args.kernels, build=not args.no_build)
+    try:
+        bundle = compile_bundle(cfg)
+    except (ValueError, RuntimeError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(size_report(bundle.metadata))
+    print(f"bundle: {bundle.dir}" + (f"  runner: {bundle.runner}" if bundle.runner else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""ONNX -> Relax import, with the checks a user needs before TVM's frontend runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import tvm
+from tvm.relax.frontend.onnx import from_onnx
+from tvm.relax.frontend.onnx.onnx_frontend import _get_convert_map
+
+
+class UnsupportedOpError(ValueError):
+    """An ONNX node TVM's Relax frontend cannot import; the message names the node and its op."""
+
+
+def load_onnx(path: Path) -> onnx.ModelProto:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such ONNX file (export one with python -m quantize.export)")
+    try:
+        model = onnx.load(str(path))
+        onnx.checker.check_model(model)
+    except (onnx.checker.ValidationError, onnx.onnx_cpp2py_export.checker.ValidationError, OSError) as e:
+        raise ValueError(f"{path}: not a valid ONNX model: {e}") from e
+    return model
+
+
+def check_supported(model: onnx.ModelProto, path: Path) -> None:
+    supported = _get_convert_map()
+    for node in model.graph.node:
+        if node.op_type not in supported:
+            raise UnsupportedOpError(
+                f"{path}: node '{node.name}' uses ONNX op '{node.op_type}', which TVM's Relax frontend cannot "
+                "import; replace it in the PyTorch model or export with a different opset"
+            )
+
+
+def is_quantized(model: onnx.ModelProto) -> bool:
+    return any(n.op_type == "DequantizeLinear" for n in model.graph.node)
+
+
+def count_params(model: onnx.ModelProto) -> int:
+    """Model parameters: elements of the initializers, not counting quantization scales / zero points or
+    int64 shape tensors."""
+    qparams = {name for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")
+               for name in n.input[1:]}
+    total = 0
+    for init in model.graph.initializer:
+        if init.name in qparams or init.data_type == onnx.TensorProto.INT64:
+            continue
+        total += int(np.prod(init.dims, dtype=np.int64))
+    return total
+
+
+def import_onnx(path: Path) -> tuple[tvm.IRModule, onnx.ModelProto]:
+    model = load_onnx(path)
+    check_supported(model, path)
+    inputs = [i for i in model.graph.input if i.name not in {init.name for init in model.graph.initializer}]
+    for i in inputs:
+        dims = i.type.tensor_type.shape.dim
+        if any(d.dim_value <= 0 for d in dims):
+            raise ValueError(f"{path}: input '{i.name}' has a symbolic shape; export with a fixed 1x3xHxW input")
+    return from_onnx(model, keep_params_in_input=False), model

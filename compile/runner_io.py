@@ -1,0 +1,66 @@
+"""Talking to a bundle's `ucm_runner`: the files it reads and writes, and how to start it on this machine."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from compile.targets import CompileTarget, get_target
+
+HOST_TARGET = "x86_64"
+
+
+def write_ppm(path: Path, rgb_hwc: np.ndarray) -> None:
+    """A binary PPM (P6) of an HxWx3 uint8 image."""
+    h, w, c = rgb_hwc.shape
+    if c != 3 or rgb_hwc.dtype != np.uint8:
+        raise ValueError(f"{path}: expected an HxWx3 uint8 image, got {rgb_hwc.dtype}{list(rgb_hwc.shape)}")
+    path.write_bytes(f"P6\n{w} {h}\n255\n".encode() + np.ascontiguousarray(rgb_hwc).tobytes())
+
+
+def read_pgm(path: Path) -> np.ndarray:
+    """A binary PGM (P5, maxval 255) as an HxW uint8 array."""
+    data = path.read_bytes()
+    parts = data.split(maxsplit=4)
+    if len(parts) < 5 or parts[0] != b"P5" or parts[3] != b"255":
+        raise ValueError(f"{path}: not an 8-bit binary PGM")
+    w, h = int(parts[1]), int(parts[2])
+    pixels = parts[4]
+    if len(pixels) != w * h:
+        raise ValueError(f"{path}: expected {w * h} pixels, found {len(pixels)}")
+    return np.frombuffer(pixels, dtype=np.uint8).reshape(h, w)
+
+
+def read_logits(path: Path, height: int, width: int) -> np.ndarray:
+    data = np.fromfile(path, dtype="<f4")
+    if data.size != height * width:
+        raise ValueError(f"{path}: expected {height * width} float32 logits, found {data.size}")
+    return data.reshape(height, width)
+
+
+def read_timings(path: Path) -> dict[str, int]:
+    """name -> microseconds from the runner's timings.tsv."""
+    rows = path.read_text().splitlines()[1:]
+    return {name: int(us) for name, us in (row.split("\t") for row in rows if row)}
+
+
+def load_metadata(bundle: Path) -> dict:
+    path = bundle / "metadata.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{bundle}: no metadata.json; build a bundle with python -m compile")
+    return json.loads(path.read_text())
+
+
+def bundle_target(bundle: Path) -> CompileTarget:
+    return get_target(load_metadata(bundle)["target"])
+
+
+def local_command(bundle: Path) -> list[str]:
+    """How to start the bundle's runner on this machine: directly for the host target, else under QEMU."""
+    runner = bundle / "ucm_runner"
+    if not runner.is_file():
+        raise FileNotFoundError(f"{bundle}: no ucm_runner; build it with 'make' in the bundle or python -m compile")
+    target = bundle_target(bundle)
+    return [*target.require_qemu(), str(runner)]

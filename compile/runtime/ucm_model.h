@@ -1,0 +1,38 @@
+/* UCM-Net skin-lesion segmentation, compiled by ucm-edge: one function, static memory, no runtime library. */
+#ifndef UCM_MODEL_H_
+#define UCM_MODEL_H_
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define UCM_OK 0
+#define UCM_ERR_ARGUMENT (-1) /* a NULL pointer */
+#define UCM_ERR_KERNEL (-2)   /* a kernel failed; ucm_last_error() says which and why */
+
+/* Segment one image. rgb: height x width x 3 bytes, row-major (HWC), R G B. mask: height x width bytes,
+ * 255 for lesion, 0 for skin. Returns UCM_OK or a negative code with a message in ucm_last_error(). */
+int ucm_run(const uint8_t *rgb_hwc, uint8_t *mask);
+
+/* As ucm_run, and also copies the raw float32 logits (height x width, before the sigmoid) when logits
+ * is not NULL. */
+int ucm_run_logits(const uint8_t *rgb_hwc, uint8_t *mask, float *logits);
+
+/* The image size the model was compiled for. */
+int ucm_input_height(void);
+int ucm_input_width(void);
+
+/* The message of the last failure ("" if none). */
+const char *ucm_last_error(void);
+
+/* Largest workspace a kernel asked for so far (bytes). */
+size_t ucm_workspace_peak(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* UCM_MODEL_H_ */

@@ -1,0 +1,118 @@
+"""The compile targets: one table, printed by `python -m compile --list-targets`."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+
+
+class UnknownTargetError(ValueError):
+    """A target name not in TARGETS; the message lists the known ones."""
+
+
+class ToolchainError(RuntimeError):
+    """A cross compiler or emulator this target needs is not installed; the message names the Debian package."""
+
+
+@dataclass(frozen=True)
+class CompileTarget:
+    name: str
+    board: str  # the kind of board it is for, in words
+    triple: str  # GCC / LLVM target triple
+    llvm: dict  # TVM target for the LLVM kernel path (TVM 0.27 takes JSON dicts)
+    cflags: tuple[str, ...]  # GCC flags for the bundle
+    cross_prefix: str  # CROSS_COMPILE; "" for the host compiler
+    compiler_package: str  # Debian package with the compiler
+    qemu: tuple[str, ...] = ()  # QEMU user-mode command line that runs this target's binaries; () for the host
+    kernels: str = "llvm"  # default kernel code generator: "llvm" (object code) or "c" (C source)
+    notes: str = field(default="", compare=False)
+
+    @property
+    def cc(self) -> str:
+        return f"{self.cross_prefix}gcc"
+
+    def require_compiler(self) -> str:
+        path = shutil.which(self.cc)
+        if path is None:
+            raise ToolchainError(
+                f"target {self.name}: C compiler '{self.cc}' not found; install it with "
+                f"'apt-get install {self.compiler_package}' (or pass --no-build to only write the bundle)"
+            )
+        return path
+
+    def require_qemu(self) -> list[str]:
+        if not self.qemu:
+            return []
+        if shutil.which(self.qemu[0]) is None:
+            raise ToolchainError(
+                f"target {self.name}: emulator '{self.qemu[0]}' not found; install it with 'apt-get install qemu-user'"
+            )
+        return list(self.qemu)
+
+
+_RV_ATTRS = ["+m", "+a", "+f", "+d", "+c"]
+
+TARGETS: dict[str, CompileTarget] = {
+    t.name: t
+    for t in (
+        CompileTarget(
+            name="cortex-a72",
+            board="Raspberry Pi 4 (aarch64, NEON)",
+            triple="aarch64-linux-gnu",
+            llvm={"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "cortex-a72", "mattr": ["+neon"]},
+            cflags=("-mcpu=cortex-a72",),
+            cross_prefix="aarch64-linux-gnu-",
+            compiler_package="gcc-aarch64-linux-gnu",
+            qemu=("qemu-aarch64", "-cpu", "cortex-a72"),
+        ),
+        CompileTarget(
+            name="rv64gc",
+            board="RISC-V RV64GC, e.g. SiFive U74 (VisionFive 2)",
+            triple="riscv64-linux-gnu",
+            llvm={"kind": "llvm", "mtriple": "riscv64-linux-gnu", "mcpu": "generic-rv64", "mattr": _RV_ATTRS,
+                  "mabi": "lp64d"},
+            cflags=("-march=rv64gc", "-mabi=lp64d"),
+            cross_prefix="riscv64-linux-gnu-",
+            compiler_package="gcc-riscv64-linux-gnu",
+            qemu=("qemu-riscv64", "-cpu", "rv64"),
+        ),
+        CompileTarget(
+            name="rv64gcv",
+            board="RISC-V RV64GCV, RVV 1.0 (e.g. Banana Pi BPI-F3, VLEN 256)",
+            triple="riscv64-linux-gnu",
+            llvm={"kind": "llvm", "mtriple": "riscv64-linux-gnu", "mcpu": "generic-rv64",
+                  "mattr": [*_RV_ATTRS, "+v"], "mabi": "lp64d"},
+            cflags=("-march=rv64gcv", "-mabi=lp64d"),
+            cross_prefix="riscv64-linux-gnu-",
+            compiler_package="gcc-riscv64-linux-gnu",
+            qemu=("qemu-riscv64", "-cpu", "rv64,v=true,vlen=256,vext_spec=v1.0"),
+            notes="vector code comes from TVM's LLVM; Debian 12's GCC 12 does not auto-vectorize for RVV",
+        ),
+        CompileTarget(
+            name="x86_64",
+            board="this host (x86-64-v3: AVX2, FMA), for parity checks and host benchmarks",
+            triple="x86_64-linux-gnu",
+            llvm={"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "haswell"},
+            cflags=("-march=haswell",),
+            cross_prefix="",
+            compiler_package="gcc",
+        ),
+    )
+}
+
+
+def get_target(name: str) -> CompileTarget:
+    try:
+        return TARGETS[name]
+    except KeyError:
+        raise UnknownTargetError(f"unknown target '{name}'; known targets: {', '.join(TARGETS)}") from None
+
+
+def format_target_table() -> str:
+    rows = [("target", "board", "triple", "compiler (Debian package)", "emulator")]
+    for t in TARGETS.values():
+        rows.append((t.name, t.board, t.triple, f"{t.cc} ({t.compiler_package})", " ".join(t.qemu) or "-"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
