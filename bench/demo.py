@@ -1,12 +1,14 @@
-"""The README's main job on the shipped sample: load the shipped checkpoints, score them, time them.
+"""The README's main job on the shipped sample, end to end.
 
-    python -m bench.demo [--data data/sample] [--out runs/demo]
+    python -m bench.demo [--data data/sample] [--board rpi4] [--out runs/demo]
 
-Stages that exist today: the float UCM-Net (PyTorch), the int8 QAT model (Brevitas fake-quant), and the
-shipped ONNX exports of both (`checkpoints/ucm_float.onnx`, QCDQ `checkpoints/ucm_int8.onnx`) run with
-ONNX Runtime, on the CPU, one thread. It prints one table row per model:
-mIoU / mDice / mIoU* / mDice* against the ground truth, pixel agreement with the float model, and the
-median latency per 256x256 image.
+1. The host models from the shipped checkpoints: the float UCM-Net (PyTorch), the int8 QAT model
+   (Brevitas fake-quant), and the shipped ONNX exports of both (`checkpoints/ucm_float.onnx`, QCDQ
+   `checkpoints/ucm_int8.onnx`) run with ONNX Runtime; CPU, one thread. One row per model: mIoU / mDice /
+   mIoU* / mDice* against the ground truth, pixel agreement with the float model, median latency.
+2. The int8 ONNX compiled for the board's target (`python -m compile`, reused when up to date) and run on
+   the board by the harness (`bench/run.py`): emulated with QEMU when the board has no host configured.
+   Prints the board's parity and latency table.
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ from pathlib import Path
 
 import torch
 
+from bench.harness import RunConfig
+from bench.harness import run as run_board
+from bench.report import table
 from quantize.export import deployable
 from quantize.model import model_from_qat_checkpoint
 from ucm.checkpoint import CheckpointError, load_checkpoint, load_float_model
@@ -46,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--float-onnx", default=str(REPO / "checkpoints" / "ucm_float.onnx"))
     ap.add_argument("--int8-onnx", default=str(REPO / "checkpoints" / "ucm_int8.onnx"))
     ap.add_argument("--repeats", type=int, default=20, help="timed runs per model (median reported)")
+    ap.add_argument("--board", default="rpi4", help="board for stage 2 (python -m targets list)")
+    ap.add_argument("--out", default=str(REPO / "runs" / "demo"))
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     try:
@@ -75,6 +82,15 @@ def main(argv: list[str] | None = None) -> int:
             f"{name:28s} {100 * m['miou']:6.2f} {100 * m['mdice']:6.2f} {100 * m['miou_star']:6.2f} "
             f"{100 * m['mdice_star']:6.2f} {100 * agree:6.2f}% {ms:7.2f}"
         )
+    print()
+    cfg = RunConfig(board=args.board, data=Path(args.data), out=Path(args.out) / args.board, progress=False)
+    try:
+        report = run_board(cfg)
+    except (ValueError, RuntimeError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(table(report))
+    print(f"report: {cfg.out_dir() / 'report.md'}")
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -172,6 +173,7 @@ def compile_bundle(cfg: CompileConfig) -> Bundle:
         "kernel_codegen": kernels,
         "tvm_version": tvm.__version__,
         "onnx": str(cfg.onnx),
+        "onnx_sha256": hashlib.sha256(Path(cfg.onnx).read_bytes()).hexdigest(),
         "quantized": quantized,
         "input": {"height": height, "width": width, "layout": "HWC", "dtype": "uint8"},
         "output": {"height": height, "width": width, "dtype": "uint8", "values": "0 skin, 255 lesion"},

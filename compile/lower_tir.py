@@ -13,6 +13,9 @@ from tvm.s_tir import Schedule, ScheduleError
 from tvm.s_tir import transform as stir_transform
 from tvm.s_tir.analysis import calculate_allocated_bytes
 
+from compile.targets import CompileTarget
+
+TUNING_DIR = Path(__file__).resolve().parent / "tuning"  # MetaSchedule records, one folder per target
 KERNEL_PREFIX = "ucm_"  # global symbol of each kernel; TVM's packed wrapper is `__tvm_ffi_<symbol>`
 NO_ASSERT = {"tirx.disable_assert": True}  # argument checks are ours (static shapes), not the kernels'
 
@@ -76,13 +79,18 @@ def _fused_macs(grouped: tvm.IRModule) -> dict[str, int]:
     return macs
 
 
-def kernel_module(mod: tvm.IRModule) -> tvm.IRModule:
-    """The fused module's PrimFuncs, each exported under `ucm_<name>`."""
+def kernel_module(mod: tvm.IRModule, exported: bool = True) -> tvm.IRModule:
+    """The fused module's PrimFuncs; `exported`: each under the global symbol `ucm_<name>`."""
     funcs = {}
     for gv, func in mod.functions.items():
         if isinstance(func, tvm.tirx.PrimFunc):
-            funcs[gv.name_hint] = func.with_attr("global_symbol", KERNEL_PREFIX + gv.name_hint)
+            funcs[gv.name_hint] = func.with_attr("global_symbol", KERNEL_PREFIX + gv.name_hint) if exported else func
     return tvm.IRModule(funcs)
+
+
+def tuning_target(target: CompileTarget) -> tvm.target.Target:
+    """The LLVM target MetaSchedule tunes and looks records up for (one core: boards run one thread)."""
+    return tvm.target.Target({**target.llvm, "num-cores": 1})
 
 
 def inline_elementwise(func: tvm.tirx.PrimFunc) -> tvm.tirx.PrimFunc:

@@ -19,20 +19,13 @@ from compile.lower_int8 import lower_int8
 from compile.lower_tir import fuse
 from compile.plan_memory import check_plan, plan_memory
 from compile.runner_io import local_command
-from compile.targets import TARGETS, CompileTarget, ToolchainError, UnknownTargetError, get_target
+from compile.targets import CompileTarget, ToolchainError, UnknownTargetError, get_target
 
 REPO = Path(__file__).resolve().parents[1]
 INT8_ONNX = REPO / "checkpoints" / "ucm_int8.onnx"
 FLOAT_ONNX = REPO / "checkpoints" / "ucm_float.onnx"
 SAMPLE = REPO / "data" / "sample"
 METADATA_KEYS = {"target", "tvm_version", "params", "macs", "ops", "float_conv_matmul", "flash_bytes", "ram_bytes", "kernels"}
-
-
-@pytest.fixture(scope="module")
-def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """The shipped int8 model compiled for every target (cross-built with the boards' GCC)."""
-    root = tmp_path_factory.mktemp("bundles")
-    return {name: compile_bundle(CompileConfig(target=name, out=root / name)).dir for name in TARGETS}
 
 
 def test_host_bundle_agrees_with_onnx_runtime(bundles: dict[str, Path]) -> None:

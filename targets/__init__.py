@@ -1,0 +1,1 @@
+"""Boards (TOML descriptions) and the transports that reach them: SSH, QEMU user-mode emulation, local."""

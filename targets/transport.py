@@ -1,0 +1,87 @@
+"""One interface to a board: upload files, run a command (an argument list) with a timeout, download files."""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+
+class TransportError(RuntimeError):
+    """The board could not be reached or a transfer failed; the message names the board and the fix."""
+
+
+class BoardTimeoutError(TransportError):
+    """A connection or a command on the board ran past its timeout."""
+
+
+class CommandFailedError(TransportError):
+    """A command on the board exited non-zero."""
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    exit_status: int
+    stdout: str
+    stderr: str
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class Transport(ABC):
+    """A board reached some way. Paths on the board are POSIX paths under `work_dir`."""
+
+    emulated: bool = False
+    board_name: str = "board"
+
+    @property
+    @abstractmethod
+    def work_dir(self) -> PurePosixPath: ...
+
+    @abstractmethod
+    def describe(self) -> str:
+        """How the board is reached, in words (printed in every report)."""
+
+    @abstractmethod
+    def run(self, argv: list[str], timeout_s: float) -> CommandResult:
+        """Run a command given as an argument list (never a shell string)."""
+
+    @abstractmethod
+    def put(self, local: Path, remote: PurePosixPath) -> None: ...
+
+    @abstractmethod
+    def get(self, remote: PurePosixPath, local: Path) -> None: ...
+
+    def exec_prefix(self) -> list[str]:
+        """What goes before a target binary's path to run it on this board (e.g. an emulator)."""
+        return []
+
+    def close(self) -> None:  # noqa: B027 (optional for transports without a connection)
+        """Release the connection, if any."""
+
+    def check(self, argv: list[str], timeout_s: float) -> CommandResult:
+        result = self.run(argv, timeout_s)
+        if result.exit_status != 0:
+            raise CommandFailedError(
+                f"board {self.board_name}: '{' '.join(argv)}' exited with {result.exit_status}: "
+                f"{(result.stderr or result.stdout).strip()[-1500:]}"
+            )
+        return result
+
+    def upload(self, local: Path, remote: PurePosixPath, executable: bool = False, timeout_s: float = 120) -> None:
+        """Copy a file to the board and verify it there (size and SHA-256 on both ends)."""
+        self.put(local, remote)
+        out = self.check(["sha256sum", str(remote)], timeout_s).stdout.split()
+        size = int(self.check(["stat", "-c", "%s", str(remote)], timeout_s).stdout.strip())
+        if size != local.stat().st_size or not out or out[0] != sha256_file(local):
+            raise TransportError(f"board {self.board_name}: upload of {local.name} to {remote} is corrupt "
+                                 f"(size {size} vs {local.stat().st_size}, or SHA-256 differs); retry")
+        if executable:
+            self.check(["chmod", "755", str(remote)], timeout_s)

@@ -1,0 +1,226 @@
+"""Boards and the harness: a real OpenSSH server on loopback, QEMU behind it, and the failure paths."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench.deploy import run_on_board
+from bench.harness import RunConfig, run
+from compile.check import load_images
+from compile.targets import get_target
+from targets.board import BoardError, load_board, load_board_file
+from targets.transport import BoardTimeoutError, CommandFailedError, TransportError
+from targets.transport_local import LocalTransport, QemuTransport
+from targets.transport_ssh import SSHTransport
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "data" / "sample"
+REPORT_KEYS = {"board", "emulated", "n_images", "device_miou", "float_miou", "delta_miou", "pixel_agreement",
+               "device_latency_ms_p50", "device_latency_ms_p95", "float_latency_ms_p50", "flash_bytes", "ram_bytes"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _keygen(path: Path) -> None:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """An OpenSSH server on a loopback port, with a throwaway host key and a throwaway user key."""
+    sshd_bin = shutil.which("sshd") or "/usr/sbin/sshd"
+    if not Path(sshd_bin).is_file():
+        pytest.fail("sshd not found: install openssh-server (scripts/install_system_packages.sh does)")
+    root = tmp_path_factory.mktemp("sshd")
+    for name in ("host_key", "user_key", "other_key"):
+        _keygen(root / name)
+    (root / "authorized_keys").write_text((root / "user_key.pub").read_text())
+    (root / "authorized_keys").chmod(0o600)
+    port = _free_port()
+    config = root / "sshd_config"
+    config.write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {root / 'host_key'}\n"
+        f"AuthorizedKeysFile {root / 'authorized_keys'}\nPasswordAuthentication no\n"
+        "KbdInteractiveAuthentication no\nPubkeyAuthentication yes\nUsePAM no\nStrictModes no\n"
+        f"PidFile {root / 'sshd.pid'}\nPermitRootLogin prohibit-password\nSubsystem sftp internal-sftp\n"
+    )
+    Path("/run/sshd").mkdir(exist_ok=True)  # privilege separation directory
+    proc = subprocess.Popen([sshd_bin, "-D", "-e", "-f", str(config)], stderr=subprocess.PIPE)
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    host_pub = (root / "host_key.pub").read_text().split()
+    (root / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_pub[0]} {host_pub[1]}\n")
+    yield {"port": port, "root": root, "user": subprocess.run(["id", "-un"], capture_output=True, text=True,
+                                                               check=True).stdout.strip()}
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def _board_file(folder: Path, sshd: dict, *, key: str = "user_key", known_hosts: str = "known_hosts",
+                exec_prefix: tuple[str, ...] = ("qemu-aarch64", "-cpu", "cortex-a72"), timeout: int = 300,
+                name: str = "loopback-a72") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    root = sshd["root"]
+    path = folder / f"{name}.toml"
+    prefix = ", ".join(f'"{p}"' for p in exec_prefix)
+    path.write_text(
+        f'name = "{name}"\ndescription = "loopback sshd, aarch64 runner under QEMU"\ntarget = "cortex-a72"\n'
+        f'transport = "ssh"\nexec_prefix = [{prefix}]\n\n[ssh]\nhost = "127.0.0.1"\nuser = "{sshd["user"]}"\n'
+        f'port = {sshd["port"]}\nkey_file = "{root / key}"\nknown_hosts = "{root / known_hosts}"\n'
+        f'work_dir = "{folder / "remote"}"\nconnect_timeout_s = 5\ncommand_timeout_s = {timeout}\n'
+    )
+    return path
+
+
+def test_harness_end_to_end_over_ssh(sshd: dict, bundles: dict[str, Path], tmp_path: Path) -> None:
+    board = _board_file(tmp_path / "boards", sshd)
+    cfg = RunConfig(board=str(board), n=3, out=tmp_path / "run", bundle_dir=bundles["cortex-a72"], progress=False)
+    report = run(cfg)
+    assert REPORT_KEYS <= set(report)
+    assert report["transport"].startswith("ssh ") and report["emulated"] is False
+    assert report["n_images"] == 3 and report["pixel_agreement_int8_reference"] > 0.995
+    assert abs(report["delta_miou"]) < 0.05 and report["device_latency_ms_p50"] > 0
+    saved = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert saved["device_miou"] == report["device_miou"]
+    for png in ("latency_hist.png", "per_image_iou.png", "worst_overlays.png"):
+        assert (tmp_path / "run" / png).stat().st_size > 1000
+    assert "ssh" in (tmp_path / "run" / "report.md").read_text()
+
+
+def test_unknown_host_key_is_refused_unless_trusted(sshd: dict, tmp_path: Path) -> None:
+    (sshd["root"] / "empty_known_hosts").write_text("")
+    board = load_board_file(_board_file(tmp_path, sshd, known_hosts="empty_known_hosts"))
+    with pytest.raises(TransportError, match="unknown host key.*--trust-new-host"):
+        SSHTransport(board).run(["true"], 10)
+    trusted = SSHTransport(board, trust_new_host=True)
+    assert trusted.run(["echo", "hi there"], 10).stdout == "hi there\n"
+    trusted.close()
+    assert str(sshd["port"]) in (sshd["root"] / "empty_known_hosts").read_text()  # recorded
+    assert SSHTransport(board).run(["true"], 10).exit_status == 0  # now known
+
+
+def test_changed_host_key_is_refused(sshd: dict, tmp_path: Path) -> None:
+    other = (sshd["root"] / "other_key.pub").read_text().split()
+    (sshd["root"] / "wrong_known_hosts").write_text(f"[127.0.0.1]:{sshd['port']} {other[0]} {other[1]}\n")
+    board = load_board_file(_board_file(tmp_path, sshd, known_hosts="wrong_known_hosts"))
+    with pytest.raises(TransportError, match="does not match"):
+        SSHTransport(board).run(["true"], 10)
+
+
+def test_wrong_key_file(sshd: dict, tmp_path: Path) -> None:
+    board = load_board_file(_board_file(tmp_path, sshd, key="other_key"))
+    with pytest.raises(TransportError, match="authentication failed with key file"):
+        SSHTransport(board).run(["true"], 10)
+    board = load_board_file(_board_file(tmp_path, sshd, key="no_such_key"))
+    with pytest.raises(TransportError, match="does not exist"):
+        SSHTransport(board).run(["true"], 10)
+
+
+def test_timeouts(sshd: dict, tmp_path: Path) -> None:
+    board = load_board_file(_board_file(tmp_path, sshd))
+    transport = SSHTransport(board)
+    with pytest.raises(BoardTimeoutError, match="ran past 1 s"):
+        transport.run(["sleep", "5"], 1)
+    transport.close()
+    with socket.socket() as silent:  # accepts connections, never says a word
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        port = silent.getsockname()[1]
+        dead = load_board_file(_board_file(tmp_path, {**sshd, "port": port}, name="silent"))
+        started = time.monotonic()
+        with pytest.raises(TransportError, match="silent"):
+            SSHTransport(dead).run(["true"], 10)
+        assert time.monotonic() - started < 30
+
+
+def test_failing_command_and_arguments_are_not_shell(sshd: dict, tmp_path: Path) -> None:
+    board = load_board_file(_board_file(tmp_path, sshd))
+    transport = SSHTransport(board)
+    with pytest.raises(CommandFailedError, match="exited with 1"):
+        transport.check(["false"], 10)
+    marker = tmp_path / "pwned"
+    out = transport.run(["echo", f"; touch {marker}"], 10)  # quoted, not spliced into a shell string
+    assert out.stdout.strip() == f"; touch {marker}" and not marker.exists()
+    transport._client.close()  # a dropped connection is reopened
+    assert transport.run(["echo", "again"], 10).stdout == "again\n"
+    transport.close()
+
+
+def test_runner_failure_on_the_board_is_reported(sshd: dict, bundles: dict[str, Path], tmp_path: Path) -> None:
+    board = _board_file(tmp_path / "boards", sshd, exec_prefix=("false",), name="broken")
+    cfg = RunConfig(board=str(board), n=2, out=tmp_path / "run", bundle_dir=bundles["cortex-a72"], progress=False)
+    with pytest.raises(CommandFailedError, match="the runner failed"):
+        run(cfg)
+
+
+def test_interrupted_run_resumes(bundles: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    names, images = load_images(SAMPLE, 256, 4)
+    runner = bundles["x86_64"] / "ucm_runner"
+    transport = LocalTransport("host", tmp_path / "work")
+    real_run = LocalTransport.run
+    calls = {"runner": 0}
+
+    def flaky(self, argv, timeout_s):
+        if argv[0].endswith("ucm_runner"):
+            calls["runner"] += 1
+            if calls["runner"] == 2:
+                raise KeyboardInterrupt  # the user presses Ctrl-C during the second chunk
+        return real_run(self, argv, timeout_s)
+
+    monkeypatch.setattr(LocalTransport, "run", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        run_on_board(transport, runner, names, images, tmp_path / "out", chunk=2, progress=False)
+    progress = json.loads((tmp_path / "out" / "progress.json").read_text())
+    assert len(progress["micros"]) == 2  # the first chunk is kept
+    monkeypatch.setattr(LocalTransport, "run", real_run)
+    result = run_on_board(transport, runner, names, images, tmp_path / "out", chunk=2, progress=False)
+    assert result.resumed == 2 and len(result.micros) == 4 and result.masks.shape == (4, 256, 256)
+
+
+@pytest.mark.parametrize("target", ["cortex-a72", "rv64gc"])
+def test_qemu_transport_matches_host(bundles: dict[str, Path], tmp_path: Path, target: str) -> None:
+    names, images = load_images(SAMPLE, 256, 2)
+    host = run_on_board(LocalTransport("host", tmp_path / "h"), bundles["x86_64"] / "ucm_runner", names, images,
+                        tmp_path / "host", progress=False)
+    emu = QemuTransport("emu", get_target(target), tmp_path / "e")
+    assert emu.emulated and "emulated" in emu.describe()
+    result = run_on_board(emu, bundles[target] / "ucm_runner", names, images, tmp_path / target, progress=False)
+    assert np.array_equal(result.masks, host.masks)
+
+
+def test_boards_shipped_and_errors(tmp_path: Path) -> None:
+    names = {load_board(n).target for n in ("rpi4", "visionfive2", "bpi-f3", "host")}
+    assert names == {"cortex-a72", "rv64gc", "rv64gcv", "x86_64"}
+    with pytest.raises(BoardError, match="known boards: .*rpi4"):
+        load_board("rpi5")
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "bad"\ntarget = "cortex-a72"\ntransport = "ssh"\nexec_prefix = "qemu-aarch64 -cpu x"\n')
+    with pytest.raises(BoardError, match="argument list"):
+        load_board_file(bad)
+    bad.write_text('name = "bad"\ntarget = "m4"\ntransport = "ssh"\n')
+    with pytest.raises(BoardError, match="unknown target 'm4'"):
+        load_board_file(bad)
+    assert load_board("rpi4").with_host("pi@10.0.0.7:2222").ssh.port == 2222
+
+
+def test_emulated_run_is_marked(bundles: dict[str, Path], tmp_path: Path) -> None:
+    cfg = RunConfig(board="rpi4", n=2, out=tmp_path / "run", bundle_dir=bundles["cortex-a72"], progress=False)
+    report = run(cfg)
+    assert report["emulated"] is True and "not representative" in report["latency_note"]
+    assert "EMULATED" in (tmp_path / "run" / "report.md").read_text()
