@@ -18,12 +18,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kernels", choices=("c", "llvm"), default=None,
                         help="kernel code: TVM's C source or TVM's LLVM object code (default llvm)")
     parser.add_argument("--no-build", action="store_true", help="write the bundle without compiling it")
+    parser.add_argument("--no-tuning", action="store_true", help="ignore the shipped MetaSchedule records")
     parser.add_argument("--list-targets", action="store_true", help="print the target table and exit")
     args = parser.parse_args(argv)
     if args.list_targets:
         print(format_target_table())
         return 0
-    cfg = CompileConfig(target=args.target, onnx=args.onnx, out=args.out, kernels=args.kernels, build=not args.no_build)
+    cfg = CompileConfig(target=args.target, onnx=args.onnx, out=args.out, kernels=args.kernels, build=not args.no_build,
+                        tuning=not args.no_tuning)
     try:
         bundle = compile_bundle(cfg)
     except (ValueError, RuntimeError, FileNotFoundError) as e:

@@ -17,7 +17,15 @@ from compile.emit_c import emit_config, emit_model, emit_weights
 from compile.frontend import count_params, import_onnx, is_quantized
 from compile.graph import extract_graph
 from compile.lower_int8 import count_mac_ops, count_ops, lower_int8
-from compile.lower_tir import build_kernels, fuse, kernel_module, schedule_kernels, workspace_bytes
+from compile.lower_tir import (
+    TUNING_DIR,
+    build_kernels,
+    fuse,
+    kernel_module,
+    schedule_kernels,
+    tuning_database,
+    workspace_bytes,
+)
 from compile.plan_memory import plan_memory
 from compile.targets import CompileTarget, get_target
 
@@ -47,6 +55,7 @@ class CompileConfig:
     out: Path | None = None  # default: dist/<target>
     kernels: str | None = None  # "llvm" (object code) or "c" (C source); default: the target's
     build: bool = True
+    tuning: bool = True  # apply the MetaSchedule records shipped for the target
 
     def out_dir(self) -> Path:
         return self.out if self.out is not None else ROOT / "dist" / self.target
@@ -142,7 +151,11 @@ def compile_bundle(cfg: CompileConfig) -> Bundle:
 
     _log("legalize and fuse (TVM Relax passes)")
     fused, kernel_macs = fuse(mod)
-    kmod = schedule_kernels(kernel_module(fused))
+    database = tuning_database(target) if cfg.tuning else None
+    kmod, tuned = schedule_kernels(kernel_module(fused), database, target, kernel_macs, vectorize=kernels == "llvm")
+    _log(f"schedules: {tuned} kernels from MetaSchedule records"
+         + (f" in {TUNING_DIR / target.name}" if database is not None else " (none shipped for this target)")
+         + f", {len(kmod.functions) - tuned} by rules")
     workspace = workspace_bytes(kmod)
     graph = extract_graph(fused)
     plan = plan_memory(graph)
@@ -171,6 +184,7 @@ def compile_bundle(cfg: CompileConfig) -> Bundle:
         "triple": target.triple,
         "tvm_target": tvm_target,
         "kernel_codegen": kernels,
+        "tuned_kernels": tuned,
         "tvm_version": tvm.__version__,
         "onnx": str(cfg.onnx),
         "onnx_sha256": hashlib.sha256(Path(cfg.onnx).read_bytes()).hexdigest(),

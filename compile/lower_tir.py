@@ -10,6 +10,7 @@ import numpy as np
 import tvm
 from tvm import relax
 from tvm.s_tir import Schedule, ScheduleError
+from tvm.s_tir import meta_schedule as ms
 from tvm.s_tir import transform as stir_transform
 from tvm.s_tir.analysis import calculate_allocated_bytes
 
@@ -17,7 +18,7 @@ from compile.targets import CompileTarget
 
 TUNING_DIR = Path(__file__).resolve().parent / "tuning"  # MetaSchedule records, one folder per target
 KERNEL_PREFIX = "ucm_"  # global symbol of each kernel; TVM's packed wrapper is `__tvm_ffi_<symbol>`
-NO_ASSERT = {"tirx.disable_assert": True}  # argument checks are ours (static shapes), not the kernels'
+NO_ASSERT = {"tirx.disable_assert": True}  # argument checks are ours (static shapes), not the kernels
 
 
 def fuse(mod: tvm.IRModule) -> tuple[tvm.IRModule, dict[str, int]]:
@@ -27,6 +28,7 @@ def fuse(mod: tvm.IRModule) -> tuple[tvm.IRModule, dict[str, int]]:
     convolutions and matrix products each fused group holds (read before FuseTIR merges them)."""
     with tvm.target.Target({"kind": "c"}):
         grouped = tvm.transform.Sequential([
+            relax.transform.FastMathTransform(),  # erf / exp / tanh as TOPI's vectorizable approximations
             relax.transform.LegalizeOps(),
             relax.transform.AnnotateTIROpPattern(),
             relax.transform.FoldConstant(),
@@ -93,15 +95,17 @@ def tuning_target(target: CompileTarget) -> tvm.target.Target:
     return tvm.target.Target({**target.llvm, "num-cores": 1})
 
 
-def inline_elementwise(func: tvm.tirx.PrimFunc) -> tvm.tirx.PrimFunc:
+def inline_elementwise(func: tvm.tirx.PrimFunc, keep: tuple[str, ...] = ()) -> tvm.tirx.PrimFunc:
     """Inline every injective block (padding, bias add, cast, rescale, ...) into its consumer or producer,
     so a fused kernel is one loop nest without whole-tensor intermediates (MetaSchedule's AutoInline, as a
-    fixed rule)."""
+    fixed rule). Blocks named in `keep` stay."""
     sch = Schedule(func)
     changed = True
     while changed:
         changed = False
         for block in sch.get_child_blocks(sch.get_sblock("root")) if _has_root(sch) else []:
+            if sch.get(block).name_hint in keep:
+                continue
             for inline in (sch.compute_inline, sch.reverse_compute_inline):
                 try:
                     inline(block)
@@ -114,6 +118,53 @@ def inline_elementwise(func: tvm.tirx.PrimFunc) -> tvm.tirx.PrimFunc:
     return sch.mod["main"]
 
 
+def schedule_accumulate_rows(func: tvm.tirx.PrimFunc, vectorize: bool = True) -> tvm.tirx.PrimFunc:
+    """The rule for a convolution / matrix-product kernel (after `inline_elementwise`): the reduction loops
+    move inside the row loop, around the innermost output axis, and the epilogue (bias add, cast, rescale)
+    runs per row. The int32 accumulator then holds one output row instead of the whole output (workspace
+    from megabytes to a kilobyte), and the innermost loop runs over contiguous outputs (vectorized
+    epilogue; LLVM vectorizes the accumulation). `vectorize=False` for TVM's C code generator, which has no
+    vector types (GCC auto-vectorizes the same loops)."""
+    sch = Schedule(inline_elementwise(func, keep=("pad_temp",)))
+    children = sch.get_child_blocks(sch.get_sblock("root"))
+    pads = [b for b in children if sch.get(b).name_hint == "pad_temp"]
+    reductions = [b for b in children
+                  if any(iv.iter_type == tvm.tirx.IterVar.CommReduce for iv in sch.get(b).iter_vars)]
+    if len(reductions) != 1:
+        return sch.mod["main"]
+    block = reductions[0]
+    consumers = sch.get_consumers(block)
+    loops = sch.get_loops(block)
+    kinds = [iv.iter_type for iv in sch.get(block).iter_vars]
+    spatial = [lp for lp, k in zip(loops, kinds) if k == tvm.tirx.IterVar.DataPar]
+    reduce_ = [lp for lp, k in zip(loops, kinds) if k == tvm.tirx.IterVar.CommReduce]
+    if len(spatial) < 2 or not reduce_ or len(spatial) + len(reduce_) != len(loops):
+        return sch.mod["main"]
+    extent = int(sch.get(spatial[-1]).extent)
+    lanes = next((v for v in (16, 8, 4) if extent % v == 0), None) if vectorize else None
+    row, channel = spatial[-2], spatial[1] if len(spatial) == 4 else None  # NCHW: (yy, ff)
+    # NCHW: rows outside channels, so a padded input row band is built once per output row.
+    order = [spatial[0], row, channel] if channel is not None else spatial[:-1]
+    inner_most = channel if channel is not None else row
+    if lanes:
+        outer, _inner = sch.split(spatial[-1], [None, lanes])
+        sch.reorder(*order, outer, *reduce_, _inner)
+    else:
+        sch.reorder(*order, *reduce_, spatial[-1])
+    for consumer in consumers:
+        sch.reverse_compute_at(consumer, inner_most)
+    for pad in pads:  # the padded input rows this output row needs, not the whole padded input
+        sch.compute_at(pad, row)
+    if lanes:
+        sch.vectorize(_inner)
+    sch.decompose_reduction(block, reduce_[0])
+    if lanes:
+        for consumer in consumers:
+            _, vector = sch.split(sch.get_loops(consumer)[-1], [None, lanes])
+            sch.vectorize(vector)
+    return sch.mod["main"]
+
+
 def _has_root(sch: Schedule) -> bool:
     try:
         sch.get_sblock("root")
@@ -122,15 +173,47 @@ def _has_root(sch: Schedule) -> bool:
     return True
 
 
-def schedule_kernels(kmod: tvm.IRModule) -> tvm.IRModule:
-    return tvm.IRModule({gv: inline_elementwise(f).with_attr("global_symbol", f.attrs["global_symbol"])
-                         for gv, f in kmod.functions.items()})
+def tuning_database(target: CompileTarget, tuning_dir: Path = TUNING_DIR) -> ms.Database | None:
+    """The MetaSchedule records shipped for this target (`python -m compile.tune` writes them), if any."""
+    folder = tuning_dir / target.name
+    workloads, records = folder / "database_workload.json", folder / "database_tuning_record.json"
+    if not (workloads.is_file() and records.is_file()):
+        return None
+    return ms.database.JSONDatabase(str(workloads), str(records), allow_missing=False)
+
+
+def _tuning_key(func: tvm.tirx.PrimFunc) -> tvm.IRModule:
+    """The module MetaSchedule tuned for this kernel (as `tune_tir` normalizes a task's function)."""
+    return tvm.IRModule({"main": func.with_attr("global_symbol", "main").with_attr("tirx.noalias", True)})
+
+
+def schedule_kernels(kmod: tvm.IRModule, database: ms.Database | None, target: CompileTarget,
+                     macs: dict[str, int], vectorize: bool = True) -> tuple[tvm.IRModule, int]:
+    """Each kernel scheduled by its tuning record when the database has one, else by a rule:
+    `schedule_accumulate_rows` for convolutions / matrix products, `inline_elementwise` for the rest.
+    Returns the scheduled module and how many kernels used a tuning record."""
+    scheduled, tuned = {}, 0
+    tvm_target = tuning_target(target)
+    for gv, func in kmod.functions.items():
+        symbol = func.attrs["global_symbol"]
+        sch = None
+        if database is not None:
+            sch = database.query_schedule(_tuning_key(func.without_attr("global_symbol")), tvm_target, workload_name="main")
+        if sch is not None:
+            tuned += 1
+            scheduled[gv] = sch.mod["main"].with_attr("global_symbol", symbol)
+        elif macs.get(gv.name_hint, 0) > 0:
+            scheduled[gv] = schedule_accumulate_rows(func, vectorize).with_attr("global_symbol", symbol)
+        else:
+            scheduled[gv] = inline_elementwise(func).with_attr("global_symbol", symbol)
+    return tvm.IRModule(scheduled), tuned
 
 
 def workspace_bytes(kmod: tvm.IRModule) -> dict[str, int]:
     """Upper bound of the scratch memory each kernel allocates (TVMBackendAllocWorkspace or stack)."""
     lowered = tvm.transform.Sequential([
         stir_transform.LowerInitBlock(),
+        stir_transform.PlanAndUpdateBufferAllocationLocation(),
         stir_transform.ConvertBlocksToOpaque(),
         stir_transform.CompactBufferAllocation(),
         stir_transform.LowerOpaqueBlock(),

@@ -1,0 +1,107 @@
+"""python -m bench.compare [--data DIR] [--n N] [--repeats R] [--json OUT]
+
+One run, this machine, the same images, one thread: PyTorch eager fp32, ONNX Runtime fp32, ONNX Runtime on
+the int8 QCDQ ONNX, our float bundle and our int8 bundle (x86_64 builds). Median ms per image, and each
+one's speed relative to ONNX Runtime fp32.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench.harness import ensure_bundle
+from compile.check import load_images
+from compile.runner_io import read_timings, write_ppm
+from ucm.checkpoint import load_float_model
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def time_callable(fn, inputs: list, repeats: int) -> float:
+    """Median ms per input: for each input the median of `repeats` runs, then the median over inputs."""
+    fn(inputs[0])  # warm-up
+    per_input = []
+    for x in inputs:
+        runs = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn(x)
+            runs.append((time.perf_counter() - t0) * 1e3)
+        per_input.append(statistics.median(runs))
+    return statistics.median(per_input)
+
+
+def time_bundle(bundle: Path, images: np.ndarray, repeats: int) -> float:
+    """Median ms per image of the bundle's runner (its own monotonic-clock timings, median of --repeat runs)."""
+    with tempfile.TemporaryDirectory(prefix="ucm-compare-") as tmp:
+        paths = []
+        for i, image in enumerate(images):
+            paths.append(Path(tmp) / f"img{i:03d}.ppm")
+            write_ppm(paths[-1], image)
+        subprocess.run([str(bundle / "ucm_runner"), "--repeat", str(repeats), "--out", tmp, *map(str, paths)],
+                       check=True, capture_output=True, text=True)
+        return statistics.median(read_timings(Path(tmp) / "timings.tsv").values()) / 1e3
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.compare", description=__doc__.split("\n\n")[1].split("\n")[0])
+    parser.add_argument("--data", type=Path, default=ROOT / "data" / "sample")
+    parser.add_argument("--n", type=int, default=8, help="images")
+    parser.add_argument("--repeats", type=int, default=10, help="timed runs per image")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args(argv)
+    import onnxruntime as ort
+
+    torch.set_num_threads(1)
+    names, images = load_images(args.data, 256, args.n)
+    floats = [torch.from_numpy(im).permute(2, 0, 1)[None].float().div(255) for im in images]
+    model, _ = load_float_model(ROOT / "checkpoints" / "ucm_float.pt")
+    model.eval()
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = opts.inter_op_num_threads = 1
+    sessions = {k: ort.InferenceSession(str(ROOT / "checkpoints" / f"ucm_{k}.onnx"), opts,
+                                        providers=["CPUExecutionProvider"]) for k in ("float", "int8")}
+
+    def ort_run(kind: str):
+        session = sessions[kind]
+        name = session.get_inputs()[0].name
+        return lambda x: session.run(None, {name: x.numpy()})
+
+    float_bundle = ensure_bundle("x86_64", ROOT / "checkpoints" / "ucm_float.onnx", ROOT / "dist" / "x86_64-float")
+    int8_bundle = ensure_bundle("x86_64", ROOT / "checkpoints" / "ucm_int8.onnx", ROOT / "dist" / "x86_64")
+    with torch.no_grad():
+        results = {
+            "PyTorch eager fp32": time_callable(model, floats, args.repeats),
+            "ONNX Runtime fp32": time_callable(ort_run("float"), floats, args.repeats),
+            "ONNX Runtime int8 (QCDQ)": time_callable(ort_run("int8"), floats, args.repeats),
+            "ucm-edge float bundle (x86_64)": time_bundle(ROOT / "dist" / "x86_64-float", images, args.repeats),
+            "ucm-edge int8 bundle (x86_64)": time_bundle(ROOT / "dist" / "x86_64", images, args.repeats),
+        }
+    base = results["ONNX Runtime fp32"]
+    print(f"{len(names)} images, 256x256, 1 thread, median of {args.repeats} runs per image")
+    print(f"{'runtime':34s} {'ms/image':>9s} {'vs ORT fp32':>12s}")
+    for name, ms in results.items():
+        print(f"{name:34s} {ms:9.2f} {base / ms:11.2f}x")
+    print(f"int8 bundle RAM {int8_bundle['ram_bytes']['total']:,} B, flash {int8_bundle['flash_bytes']['code']:,} B code "
+          f"+ {int8_bundle['flash_bytes']['weights']:,} B weights; float bundle RAM {float_bundle['ram_bytes']['total']:,} B")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"ms_per_image": results, "n_images": len(names), "repeats": args.repeats,
+                                         "int8_bundle": {k: int8_bundle[k] for k in ("ram_bytes", "flash_bytes")},
+                                         "float_bundle": {k: float_bundle[k] for k in ("ram_bytes", "flash_bytes")}},
+                                        indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
