@@ -62,27 +62,27 @@ def write_json_atomic(path: Path, data: dict) -> None:
 
 def table(report: dict) -> str:
     """The parity and latency table printed at the end of a run."""
-    pct = lambda v: f"{100 * v:7.2f}"  # noqa: E731
+    pct = lambda v: f"{100 * v:7.2f}"
     lines = []
     if report["emulated"]:
         lines.append(f"*** {EMULATED_NOTE} ***")
     lines += [
         f"board {report['board']} ({report['target']}), {report['transport']}, {report['n_images']} images",
         f"{'model':36s} {'mIoU':>7s} {'mDice':>7s} {'mIoU*':>7s} {'mDice*':>7s} {'p50 ms':>9s} {'p95 ms':>9s}",
-        f"{'float PyTorch (' + report['float_device'] + ')':36s} {pct(report['float_miou'])} "
+        (f"{'float PyTorch (' + report['float_device'] + ')':36s} {pct(report['float_miou'])} "
         f"{pct(report['float_mdice'])} {pct(report['float_miou_star'])} {pct(report['float_mdice_star'])} "
-        f"{report['float_latency_ms_p50']:9.2f} {report['float_latency_ms_p95']:9.2f}",
-        f"{'int8 C on ' + report['board'] + (' (emulated)' if report['emulated'] else ''):36s} "
+        f"{report['float_latency_ms_p50']:9.2f} {report['float_latency_ms_p95']:9.2f}"),
+        (f"{'int8 C on ' + report['board'] + (' (emulated)' if report['emulated'] else ''):36s} "
         f"{pct(report['device_miou'])} {pct(report['device_mdice'])} {pct(report['device_miou_star'])} "
         f"{pct(report['device_mdice_star'])} {report['device_latency_ms_p50']:9.2f} "
-        f"{report['device_latency_ms_p95']:9.2f}",
-        f"delta mIoU (board - float) {100 * report['delta_miou']:+.2f} points; board vs float: mean IoU "
-        f"{pct(report['mean_iou_device_vs_float'])}%, pixel agreement {pct(report['pixel_agreement'])}%",
-        f"board vs int8 ONNX Runtime on host: pixel agreement {pct(report['pixel_agreement_int8_reference'])}%, "
-        f"logits RMSE {report['logits_rmse']:.4f}, MAE {report['logits_mae']:.4f}, cosine {report['logits_cosine']:.6f}",
-        f"flash: code {report['flash_bytes']['code']:,} B + weights {report['flash_bytes']['weights']:,} B; "
+        f"{report['device_latency_ms_p95']:9.2f}"),
+        (f"delta mIoU (board - float) {100 * report['delta_miou']:+.2f} points; board vs float: mean IoU "
+        f"{pct(report['mean_iou_device_vs_float'])}%, pixel agreement {pct(report['pixel_agreement'])}%"),
+        (f"board vs int8 ONNX Runtime on host: pixel agreement {pct(report['pixel_agreement_int8_reference'])}%, "
+        f"logits RMSE {report['logits_rmse']:.4f}, MAE {report['logits_mae']:.4f}, cosine {report['logits_cosine']:.6f}"),
+        (f"flash: code {report['flash_bytes']['code']:,} B + weights {report['flash_bytes']['weights']:,} B; "
         f"RAM {report['ram_bytes']['total']:,} B (arena {report['ram_bytes']['arena']:,}, workspace "
-        f"{report['ram_bytes']['workspace']:,}, io {report['ram_bytes']['io']:,})",
+        f"{report['ram_bytes']['workspace']:,}, io {report['ram_bytes']['io']:,})"),
     ]
     return "\n".join(lines)
 

@@ -16,9 +16,9 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: python bench/run.py
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.harness import RunConfig, run  # noqa: E402
-from bench.report import table  # noqa: E402
-from targets.board import BOARDS_DIR  # noqa: E402
+from bench.harness import RunConfig, run
+from bench.report import table
+from targets.board import BOARDS_DIR
 
 
 def main(argv: list[str] | None = None) -> int:

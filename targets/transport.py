@@ -63,7 +63,7 @@ class Transport(ABC):
         """What goes before a target binary's path to run it on this board (e.g. an emulator)."""
         return []
 
-    def close(self) -> None:  # noqa: B027 (optional for transports without a connection)
+    def close(self) -> None:
         """Release the connection, if any."""
 
     def check(self, argv: list[str], timeout_s: float) -> CommandResult:

@@ -5,7 +5,6 @@ with shlex for the remote shell. Connection and command timeouts; a dropped conn
 from __future__ import annotations
 
 import shlex
-import socket
 import time
 from pathlib import Path, PurePosixPath
 
@@ -74,7 +73,7 @@ class SSHTransport(Transport):
                     "--trust-new-host to record it"
                 ) from e
             raise TransportError(f"{where}: SSH failed: {e}") from e
-        except (TimeoutError, socket.timeout) as e:
+        except TimeoutError as e:
             raise BoardTimeoutError(f"{where}: no connection within {s.connect_timeout_s:.0f} s") from e
         except OSError as e:
             raise TransportError(f"{where}: cannot connect: {e}") from e
