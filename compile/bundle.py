@@ -16,6 +16,7 @@ import tvm
 from compile.emit_c import emit_config, emit_model, emit_weights
 from compile.frontend import count_params, import_onnx, is_quantized
 from compile.graph import extract_graph
+from compile.inplace import apply_inplace, inplace_calls
 from compile.lower_int8 import count_mac_ops, count_ops, lower_int8
 from compile.lower_tir import (
     TUNING_DIR,
@@ -56,6 +57,7 @@ class CompileConfig:
     kernels: str | None = None  # "llvm" (object code) or "c" (C source); default: the target's
     build: bool = True
     tuning: bool = True  # apply the MetaSchedule records shipped for the target
+    inplace: bool = True  # let verified element-wise kernels overwrite an input that dies (less RAM)
 
     def out_dir(self) -> Path:
         return self.out if self.out is not None else ROOT / "dist" / self.target
@@ -158,8 +160,10 @@ def compile_bundle(cfg: CompileConfig) -> Bundle:
          + f", {len(kmod.functions) - tuned} by rules")
     workspace = workspace_bytes(kmod)
     graph = extract_graph(fused)
+    inplace = inplace_calls(graph, kmod) if cfg.inplace else {}
+    apply_inplace(graph, inplace)
     plan = plan_memory(graph)
-    _log(f"{len(graph.calls)} kernel calls, {len(kmod.functions)} kernels; arena {plan.arena_bytes:,} B "
+    _log(f"{len(graph.calls)} kernel calls ({len(inplace)} verified in place), {len(kmod.functions)} kernels; arena {plan.arena_bytes:,} B "
          f"(unshared {plan.unshared_bytes:,} B), workspace {max(workspace.values(), default=0):,} B")
 
     tvm_target = {"kind": "c"} if kernels == "c" else target.llvm
@@ -185,6 +189,7 @@ def compile_bundle(cfg: CompileConfig) -> Bundle:
         "tvm_target": tvm_target,
         "kernel_codegen": kernels,
         "tuned_kernels": tuned,
+        "inplace_calls": len(inplace),
         "tvm_version": tvm.__version__,
         "onnx": str(cfg.onnx),
         "onnx_sha256": hashlib.sha256(Path(cfg.onnx).read_bytes()).hexdigest(),

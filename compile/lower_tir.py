@@ -118,6 +118,29 @@ def inline_elementwise(func: tvm.tirx.PrimFunc, keep: tuple[str, ...] = ()) -> t
     return sch.mod["main"]
 
 
+def schedule_epilogues_per_element(func: tvm.tirx.PrimFunc) -> tvm.tirx.PrimFunc:
+    """The rule for the other kernels: `inline_elementwise`, then a reduction's element-wise consumer
+    (max-pool -> ReLU), which cannot be inlined into it, is computed right after each reduced element, so
+    their intermediate is one element instead of a tensor."""
+    sch = Schedule(inline_elementwise(func))
+    if not _has_root(sch):
+        return sch.mod["main"]
+    for block in sch.get_child_blocks(sch.get_sblock("root")):
+        iters = sch.get(block).iter_vars
+        if not any(iv.iter_type == tvm.tirx.IterVar.CommReduce for iv in iters):
+            continue
+        loops = sch.get_loops(block)
+        spatial = [lp for lp, iv in zip(loops, iters) if iv.iter_type == tvm.tirx.IterVar.DataPar]
+        if not spatial or len(loops) != len(iters):
+            continue
+        for consumer in sch.get_consumers(block):
+            try:
+                sch.reverse_compute_at(consumer, spatial[-1])
+            except ScheduleError:
+                continue
+    return sch.mod["main"]
+
+
 def schedule_accumulate_rows(func: tvm.tirx.PrimFunc, vectorize: bool = True) -> tvm.tirx.PrimFunc:
     """The rule for a convolution / matrix-product kernel (after `inline_elementwise`): the reduction loops
     move inside the row loop, around the innermost output axis, and the epilogue (bias add, cast, rescale)
@@ -202,10 +225,15 @@ def schedule_kernels(kmod: tvm.IRModule, database: ms.Database | None, target: C
         if sch is not None:
             tuned += 1
             scheduled[gv] = sch.mod["main"].with_attr("global_symbol", symbol)
-        elif macs.get(gv.name_hint, 0) > 0:
-            scheduled[gv] = schedule_accumulate_rows(func, vectorize).with_attr("global_symbol", symbol)
         else:
-            scheduled[gv] = inline_elementwise(func).with_attr("global_symbol", symbol)
+            try:
+                if macs.get(gv.name_hint, 0) > 0:
+                    rule = schedule_accumulate_rows(func, vectorize)
+                else:
+                    rule = schedule_epilogues_per_element(func)
+            except ScheduleError:  # a loop nest the rule does not fit: TVM's plain inlining
+                rule = inline_elementwise(func)
+            scheduled[gv] = rule.with_attr("global_symbol", symbol)
     return tvm.IRModule(scheduled), tuned
 
 

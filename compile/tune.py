@@ -9,7 +9,6 @@ measured: an interrupted run keeps what it found, and a rerun continues from the
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 from pathlib import Path
 
@@ -35,20 +34,32 @@ def tune(target_name: str, onnx: Path, trials: int, per_kernel: int, cores: int,
     work = TUNING_DIR / target.name
     work.mkdir(parents=True, exist_ok=True)
     scratch = work / "scratch"
-    ms.tune_tir(
-        kmod, tuning_target(target), str(scratch), max_trials_global=trials, max_trials_per_task=per_kernel,
-        num_trials_per_iter=16, num_tuning_cores=cores,
-    )
-    for name in ("database_workload.json", "database_tuning_record.json"):
-        shutil.copyfile(scratch / name, work / name)
+    if trials > 0:
+        ms.tune_tir(
+            kmod, tuning_target(target), str(scratch), max_trials_global=trials, max_trials_per_task=per_kernel,
+            num_trials_per_iter=16, num_tuning_cores=cores,
+        )
+    export_best(scratch, work)
     return work
+
+
+def export_best(scratch: Path, work: Path) -> None:
+    """Keep the best record of each tuned kernel (MetaSchedule's pruned dump) as the shipped database."""
+    found = ms.database.JSONDatabase(str(scratch / "database_workload.json"),
+                                     str(scratch / "database_tuning_record.json"), allow_missing=False)
+    for name in ("database_workload.json", "database_tuning_record.json"):
+        (work / name).unlink(missing_ok=True)
+    shipped = ms.database.JSONDatabase(str(work / "database_workload.json"),
+                                       str(work / "database_tuning_record.json"), allow_missing=True)
+    found.dump_pruned(shipped)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m compile.tune", description=__doc__.split("\n")[0])
     parser.add_argument("--target", default="x86_64")
     parser.add_argument("--onnx", type=Path, default=DEFAULT_ONNX)
-    parser.add_argument("--trials", type=int, default=2000, help="measurements in all")
+    parser.add_argument("--trials", type=int, default=2000, help="measurements in all (0: only export the best "
+                        "records found so far)")
     parser.add_argument("--per-kernel", type=int, default=64, help="at most this many per kernel")
     parser.add_argument("--cores", type=int, default=1, help="processes building candidates")
     parser.add_argument("--all-kernels", action="store_true", help="tune every kernel, not only conv / matmul ones")

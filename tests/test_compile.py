@@ -152,3 +152,25 @@ def test_unsupported_onnx_op_names_node_and_op(tmp_path: Path) -> None:
     model = helper.make_model(helper.make_graph([node], "g", [x], [y]))  # a real op TVM 0.27 cannot import
     with pytest.raises(UnsupportedOpError, match="node 'my_celu' uses ONNX op 'Celu'"):
         check_supported(model, tmp_path / "m.onnx")
+
+
+def test_inplace_calls_are_verified_and_save_memory() -> None:
+    from compile.inplace import apply_inplace, candidates, inplace_calls, verify
+    from compile.lower_tir import kernel_module, schedule_kernels
+
+    mod, _ = import_onnx(INT8_ONNX)
+    fused, macs = fuse(lower_int8(mod))
+    kmod, _ = schedule_kernels(kernel_module(fused), None, get_target("x86_64"), macs)
+    graph = extract_graph(fused)
+    before = plan_memory(graph).arena_bytes
+    calls = inplace_calls(graph, kmod)
+    assert 0 < len(calls) < len(candidates(graph))  # some candidates are rejected: not element-wise
+    import tvm
+
+    lib = tvm.tirx.build(kmod, target=tvm.target.Target({"kind": "llvm", "mtriple": "x86_64-linux-gnu"}))
+    rejected = next((s, p) for s, p in candidates(graph) if s not in calls)
+    assert not verify(lib, graph, *rejected)
+    apply_inplace(graph, calls)
+    plan = plan_memory(graph)
+    check_plan(graph, plan)
+    assert plan.arena_bytes < before
