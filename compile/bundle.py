@@ -16,6 +16,7 @@ import tvm
 from compile.emit_c import emit_config, emit_model, emit_weights
 from compile.frontend import count_params, import_onnx, is_quantized
 from compile.graph import extract_graph
+from compile.recompute_groupnorm import recompute_groupnorm
 from compile.inplace import apply_inplace, inplace_calls
 from compile.lower_int8 import count_mac_ops, count_ops, lower_int8
 from compile.lower_tir import (
@@ -23,6 +24,7 @@ from compile.lower_tir import (
     build_kernels,
     fuse,
     kernel_module,
+    recomputed_macs,
     schedule_kernels,
     tuning_database,
     workspace_bytes,
@@ -58,6 +60,7 @@ class CompileConfig:
     build: bool = True
     tuning: bool = True  # apply the MetaSchedule records shipped for the target
     inplace: bool = True  # let verified element-wise kernels overwrite an input that dies (less RAM)
+    recompute_stem: bool = True  # compile.recompute_groupnorm: less RAM for a second pass of the stem conv
 
     def out_dir(self) -> Path:
         return self.out if self.out is not None else ROOT / "dist" / self.target
@@ -151,6 +154,10 @@ def compile_bundle(cfg: CompileConfig) -> Bundle:
             "every Conv / MatMul of a quantized model must read DequantizeLinear of an int8 input and weight"
         )
 
+    if cfg.recompute_stem:
+        mod, rewritten = recompute_groupnorm(mod)
+        if rewritten:
+            _log(f"{rewritten} conv -> GroupNorm -> max-pool chain(s) recompute the conv instead of storing it")
     _log("legalize and fuse (TVM Relax passes)")
     fused, kernel_macs = fuse(mod)
     database = tuning_database(target) if cfg.tuning else None
@@ -159,6 +166,7 @@ def compile_bundle(cfg: CompileConfig) -> Bundle:
          + (f" in {TUNING_DIR / target.name}" if database is not None else " (none shipped for this target)")
          + f", {len(kmod.functions) - tuned} by rules")
     workspace = workspace_bytes(kmod)
+    recomputed = recomputed_macs(kmod)
     graph = extract_graph(fused)
     inplace = inplace_calls(graph, kmod) if cfg.inplace else {}
     apply_inplace(graph, inplace)
@@ -197,7 +205,8 @@ def compile_bundle(cfg: CompileConfig) -> Bundle:
         "input": {"height": height, "width": width, "layout": "HWC", "dtype": "uint8"},
         "output": {"height": height, "width": width, "dtype": "uint8", "values": "0 skin, 255 lesion"},
         "params": count_params(onnx_model),
-        "macs": int(sum(kernel_macs.get(c.kernel, 0) for c in graph.calls)),
+        "macs": int(sum(kernel_macs.get(c.kernel, 0) - recomputed.get(c.kernel, 0) for c in graph.calls)),
+        "macs_executed": int(sum(kernel_macs.get(c.kernel, 0) for c in graph.calls)),
         "ops": ops,
         "float_conv_matmul": mac_ops.float,
         "flash_bytes": {"code": None, "weights": weight_bytes},

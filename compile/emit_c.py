@@ -16,9 +16,10 @@ from compile.graph import ExecGraph, Tensor
 from compile.lower_tir import KERNEL_PREFIX
 from compile.plan_memory import MemoryPlan
 
-_C_TYPES = {"int8": "int8_t", "uint8": "uint8_t", "int32": "int32_t", "float32": "float", "int64": "int64_t"}
+_C_TYPES = {"int8": "int8_t", "uint8": "uint8_t", "int32": "int32_t", "float32": "float", "int64": "int64_t",
+            "float64": "double"}
 _DL_TYPES = {"int8": "{kDLInt, 8, 1}", "uint8": "{kDLUInt, 8, 1}", "int32": "{kDLInt, 32, 1}",
-             "float32": "{kDLFloat, 32, 1}", "int64": "{kDLInt, 64, 1}"}
+             "float32": "{kDLFloat, 32, 1}", "int64": "{kDLInt, 64, 1}", "float64": "{kDLFloat, 64, 1}"}
 
 
 class EmitError(ValueError):
@@ -39,8 +40,9 @@ def _dl_dtype(dtype: str) -> str:
 
 def _c_values(value: np.ndarray) -> str:
     flat = value.reshape(-1)
-    if value.dtype == np.float32:
-        items = [f"{float(v).hex()}f" if np.isfinite(v) else ("NAN" if np.isnan(v) else f"{'-' if v < 0 else ''}INFINITY")
+    if value.dtype.kind == "f":  # hexadecimal floats: exact
+        suffix = "f" if value.dtype == np.float32 else ""
+        items = [f"{float(v).hex()}{suffix}" if np.isfinite(v) else ("NAN" if np.isnan(v) else f"{'-' if v < 0 else ''}INFINITY")
                  for v in flat]
     else:
         items = [str(int(v)) for v in flat]

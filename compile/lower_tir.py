@@ -77,8 +77,16 @@ def _fused_macs(grouped: tvm.IRModule) -> dict[str, int]:
         for binding in block.bindings:
             value = binding.value
             if isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op) and value.op.name == "relax.call_tir":
-                macs.setdefault(value.args[0].name_hint, _call_macs(value, binding.var))
+                callee = grouped[value.args[0]]
+                known = callee.attrs.get("ucm.macs") if callee.attrs is not None else None
+                macs.setdefault(value.args[0].name_hint, int(known) if known is not None else _call_macs(value, binding.var))
     return macs
+
+
+def recomputed_macs(kmod: tvm.IRModule) -> dict[str, int]:
+    """MACs a kernel repeats on purpose (to save memory), by kernel name."""
+    return {gv.name_hint: int(f.attrs["ucm.recomputed_macs"]) for gv, f in kmod.functions.items()
+            if f.attrs is not None and "ucm.recomputed_macs" in f.attrs}
 
 
 def kernel_module(mod: tvm.IRModule, exported: bool = True) -> tvm.IRModule:
@@ -219,6 +227,9 @@ def schedule_kernels(kmod: tvm.IRModule, database: ms.Database | None, target: C
     tvm_target = tuning_target(target)
     for gv, func in kmod.functions.items():
         symbol = func.attrs["global_symbol"]
+        if func.attrs.get("ucm.scheduled"):  # written with its schedule (compile.recompute_groupnorm)
+            scheduled[gv] = func
+            continue
         sch = None
         if database is not None:
             sch = database.query_schedule(_tuning_key(func.without_attr("global_symbol")), tvm_target, workload_name="main")

@@ -1,0 +1,202 @@
+"""A Relax rewrite that keeps a full-resolution convolution's float output out of memory.
+
+UCM-Net's stem is `GroupNorm(conv3x3(image)) -> max-pool 2x2 -> ReLU` at full resolution: as TVM imports it,
+the conv's float output (8 x 256 x 256 x 4 bytes = 2 MiB) and the normalized copy are whole tensors, the
+largest in the network by four times. GroupNorm is a per-channel affine map once its group statistics are
+known, so the chain is rewritten into two kernels that each *recompute* the int8 convolution row by row:
+
+1. `stats`: per output channel, the sum and the sum of squares of the int32 accumulators (conv + bias),
+   exact in int64;
+2. from those, in float64 (a handful of values): per-channel scale a_c and shift k_c with
+   GroupNorm(M_c * acc_c) * gamma_c + beta_c = a_c * acc_c + k_c;
+3. `pool`: conv again, a_c * acc + k_c, max-pool 2x2, ReLU, written at quarter size.
+
+The price is the stem convolution computed twice; the float conv output is never stored. Only this exact
+chain (as TVM's ONNX frontend imports Conv -> Reshape -> InstanceNormalization -> Reshape -> Mul -> Add ->
+MaxPool(2, stride 2) -> Relu, after `lower_int8`) is rewritten; anything else is left alone.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tvm
+from tvm import relax, te, topi
+from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
+from tvm.s_tir import Schedule
+
+LANES = 16
+
+
+def _value(expr: relax.Expr) -> np.ndarray | None:
+    """A constant's value, also through a reshape of a constant (how the frontend passes norm weights)."""
+    if isinstance(expr, tvm.ir.expr.Constant):
+        return expr.value.numpy()
+    if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) and expr.op.name == "relax.reshape":
+        inner = _value(expr.args[0])
+        return None if inner is None else inner.reshape([int(d) for d in expr.args[1].values])
+    return None
+
+
+def _pattern() -> tuple[relax.dpl.DFPattern, dict]:
+    p = {name: wildcard() for name in ("x", "g1", "b1", "shape1", "shape2")}
+    p |= {name: is_const() for name in ("w", "bias", "mult", "eps", "gamma", "beta")}
+    p["conv"] = is_op("relax.nn.conv2d")(p["x"], p["w"])
+    y = is_op("relax.multiply")(is_op("relax.astype")(is_op("relax.add")(p["conv"], p["bias"])), p["mult"])
+    grouped = is_op("relax.reshape")(y, p["shape1"])
+    p["grouped"] = grouped
+    centred = is_op("relax.subtract")(grouped, is_op("relax.mean")(grouped))
+    std = is_op("relax.sqrt")(is_op("relax.add")(is_op("relax.variance")(grouped), p["eps"]))
+    normed = is_op("relax.add")(is_op("relax.multiply")(is_op("relax.divide")(centred, std), p["g1"]), p["b1"])
+    chw = is_op("relax.reshape")(normed, p["shape2"])
+    affine = is_op("relax.add")(is_op("relax.multiply")(chw, p["gamma"]), p["beta"])
+    p["pool"] = is_op("relax.nn.max_pool2d")(affine)
+    return is_op("relax.nn.relu")(p["pool"]), p
+
+
+def _conv(x: te.Tensor, w: te.Tensor, padding: int) -> te.Tensor:
+    return topi.nn.conv2d_nchw(x, w, 1, padding, 1, out_dtype="int32")
+
+
+def stats_kernel(x_shape, x_dtype: str, w_shape, padding: int) -> tvm.tirx.PrimFunc:
+    """[2, C] int64: per channel, sum and sum of squares of conv(x, w) + bias over the image."""
+    x = te.placeholder(x_shape, x_dtype, name="x")
+    w = te.placeholder(w_shape, "int8", name="w")
+    b = te.placeholder((w_shape[0],), "int32", name="bias")
+    acc = _conv(x, w, padding)
+    _, c_out, h, wd = (int(d) for d in acc.shape)
+    sum2 = te.comm_reducer(lambda a, b_: (a[0] + b_[0], a[1] + b_[1]),
+                           lambda t0, t1: (tvm.tirx.const(0, t0), tvm.tirx.const(0, t1)), name="sum2")
+    ry, rx = te.reduce_axis((0, h), "ry"), te.reduce_axis((0, wd), "rx")
+
+    def v(c, y, xx):
+        return (acc[0, c, y, xx] + b[c]).astype("int64")
+
+    s1, s2 = te.compute((c_out,), lambda c: sum2((v(c, ry, rx), v(c, ry, rx) * v(c, ry, rx)), axis=[ry, rx]),
+                        name="stats")
+    out = te.compute((2, c_out), lambda i, c: tvm.tirx.Select(i == 0, s1[c], s2[c]), name="stack")
+    sch = Schedule(te.create_prim_func([x, w, b, out]))
+    red = sch.get_sblock("stats")
+    c, row, col = sch.get_loops(red)
+    sch.reorder(row, c, col)  # image rows outside channels: each padded input row band is built once
+    _conv_rows(sch, sch.get_sblock("conv2d_nchw"), sch.get_sblock("pad_temp"), pad_at=row, conv_at=c)
+    return _scheduled(sch.mod["main"], macs=_conv_macs(acc, w_shape), recomputed=0)
+
+
+def pool_kernel(x_shape, x_dtype: str, w_shape, padding: int) -> tvm.tirx.PrimFunc:
+    """relu(max_pool_2x2(a_c * (conv(x, w) + bias) + k_c)) as float32 [1, C, H/2, W/2]."""
+    x = te.placeholder(x_shape, x_dtype, name="x")
+    w = te.placeholder(w_shape, "int8", name="w")
+    b = te.placeholder((w_shape[0],), "int32", name="bias")
+    a = te.placeholder((w_shape[0],), "float32", name="scale")
+    k = te.placeholder((w_shape[0],), "float32", name="shift")
+    acc = _conv(x, w, padding)
+    _, c_out, h, wd = (int(d) for d in acc.shape)
+    z = te.compute(acc.shape, lambda n, c, y, xx: (acc[n, c, y, xx] + b[c]).astype("float32") * a[c] + k[c], name="z")
+    di, dj = te.reduce_axis((0, 2), "di"), te.reduce_axis((0, 2), "dj")
+    pooled = te.compute((1, c_out, h // 2, wd // 2),
+                        lambda n, c, i, j: te.max(z[n, c, 2 * i + di, 2 * j + dj], axis=[di, dj]), name="pool")
+    out = te.compute(pooled.shape, lambda n, c, i, j: tvm.tirx.Max(pooled[n, c, i, j], tvm.tirx.const(0, "float32")),
+                     name="relu")
+    sch = Schedule(te.create_prim_func([x, w, b, a, k, out]))
+    sch.compute_inline(sch.get_sblock("z"))
+    pool = sch.get_sblock("pool")
+    n, c, i, j, _, _ = sch.get_loops(pool)
+    sch.reorder(i, c)
+    sch.reverse_compute_at(sch.get_sblock("relu"), j)
+    _conv_rows(sch, sch.get_sblock("conv2d_nchw"), sch.get_sblock("pad_temp"), pad_at=i, conv_at=c)
+    macs = _conv_macs(acc, w_shape)
+    return _scheduled(sch.mod["main"], macs=macs, recomputed=macs)
+
+
+def _conv_macs(acc: te.Tensor, w_shape) -> int:
+    return int(np.prod([int(d) for d in acc.shape])) * int(np.prod(w_shape[1:]))
+
+
+def _scheduled(func: tvm.tirx.PrimFunc, macs: int, recomputed: int) -> tvm.tirx.PrimFunc:
+    """Mark a kernel as already scheduled, with the MACs it does (and how many of them are recomputed)."""
+    return func.with_attrs({"ucm.scheduled": True, "ucm.macs": macs, "ucm.recomputed_macs": recomputed,
+                            "op_pattern": 8})  # kOpaque: FuseOps leaves it alone
+
+
+def _conv_rows(sch: Schedule, conv, pad, pad_at, conv_at) -> None:
+    """Compute the conv for the rows one iteration needs, accumulating along a vectorized row."""
+    sch.compute_at(conv, conv_at)
+    sch.compute_at(pad, pad_at)
+    loops = sch.get_loops(conv)
+    at = next(i for i, lp in enumerate(loops) if sch.get_sref(lp).same_as(sch.get_sref(conv_at)))
+    *rows, xx, rc, ry, rx = loops[at + 1:]  # unit loops are gone after compute_at: [yy,] xx, rc, ry, rx
+    extent = int(sch.get(xx).extent)
+    if extent % LANES == 0:
+        outer, inner = sch.split(xx, [None, LANES])
+        sch.reorder(*rows, outer, rc, ry, rx, inner)
+        sch.vectorize(inner)
+    else:
+        sch.reorder(*rows, rc, ry, rx, xx)
+    sch.decompose_reduction(conv, rc)
+
+
+def recompute_groupnorm(mod: tvm.IRModule) -> tuple[tvm.IRModule, int]:
+    """Rewrite each matching stem in `main`; returns the module and how many were rewritten."""
+    pattern, p = _pattern()
+    count = 0
+    builder = relax.BlockBuilder(mod)  # gives the new kernels typed global vars
+
+    def callback(expr: relax.Expr, m: dict) -> relax.Expr:
+        nonlocal count
+        conv = m[p["conv"]]
+        pool = m[p["pool"]]
+        x = m[p["x"]]
+        cattrs, pattrs = conv.attrs, pool.attrs
+        g1, b1 = _value(m[p["g1"]]), _value(m[p["b1"]])
+        pads = [int(v) for v in cattrs.padding]
+        simple_conv = (int(cattrs.groups) == 1 and [int(v) for v in cattrs.strides] == [1, 1]
+                       and [int(v) for v in cattrs.dilation] == [1, 1] and len(set(pads)) == 1
+                       and cattrs.data_layout == "NCHW" and str(conv.ty.dtype) == "int32")
+        simple_pool = ([int(v) for v in pattrs.pool_size] == [2, 2] and [int(v) for v in pattrs.strides] == [2, 2]
+                       and all(int(v) == 0 for v in pattrs.padding) and not pattrs.ceil_mode)
+        x_shape = tuple(int(d) for d in x.ty.shape.values)
+        if not (simple_conv and simple_pool and g1 is not None and b1 is not None) or x_shape[2] % 2 or x_shape[3] % 2:
+            return expr
+        w = m[p["w"]].value.numpy()
+        bias = m[p["bias"]].value.numpy().reshape(-1).astype(np.int32)
+        mult = m[p["mult"]].value.numpy().reshape(-1).astype(np.float64)
+        c_out = w.shape[0]
+        groups = int(np.prod(g1.shape))
+        gamma = m[p["gamma"]].value.numpy().reshape(-1).astype(np.float64)
+        beta = m[p["beta"]].value.numpy().reshape(-1).astype(np.float64)
+        eps = float(m[p["eps"]].value.numpy())
+        if mult.size != c_out or gamma.size != c_out or beta.size != c_out or c_out % groups:
+            return expr
+        count += 1
+        x_dtype = str(x.ty.dtype)
+        name = f"stem{count}"
+        gv_stats = builder.add_func(stats_kernel(x_shape, x_dtype, w.shape, pads[0]), f"{name}_stats")
+        gv_pool = builder.add_func(pool_kernel(x_shape, x_dtype, w.shape, pads[0]), f"{name}_pool")
+        w_c, b_c = relax.const(w), relax.const(bias)
+        stats = relax.call_tir(gv_stats, [x, w_c, b_c], relax.TensorType((2, c_out), "int64"))
+        per_group = c_out // groups
+        n = float(per_group * x_shape[2] * x_shape[3])
+        s = relax.op.astype(stats, "float64")
+        s1 = relax.op.reshape(relax.op.multiply(relax.op.strided_slice(s, [0], [0], [1]), relax.const(mult, "float64")), (groups, per_group))
+        s2 = relax.op.reshape(relax.op.multiply(relax.op.strided_slice(s, [0], [1], [2]), relax.const(mult * mult, "float64")),
+                              (groups, per_group))
+        mean = relax.op.divide(relax.op.sum(s1, axis=[1]), relax.const(n, "float64"))
+        ex2 = relax.op.divide(relax.op.sum(s2, axis=[1]), relax.const(n, "float64"))
+        var = relax.op.maximum(relax.op.subtract(ex2, relax.op.multiply(mean, mean)), relax.const(0.0, "float64"))
+        inv = relax.op.divide(relax.const(1.0, "float64"), relax.op.sqrt(relax.op.add(var, relax.const(eps, "float64"))))
+        g1c = relax.const(np.repeat(g1.reshape(-1).astype(np.float64), per_group) * gamma, "float64")  # g1 of the channel's group x gamma
+        inv_c = relax.op.reshape(relax.op.repeat(relax.op.reshape(inv, (groups, 1)), per_group, axis=1), (c_out,))
+        mean_c = relax.op.reshape(relax.op.repeat(relax.op.reshape(mean, (groups, 1)), per_group, axis=1), (c_out,))
+        scale = relax.op.multiply(relax.op.multiply(inv_c, g1c), relax.const(mult, "float64"))
+        shift = relax.op.subtract(relax.const(np.repeat(b1.reshape(-1).astype(np.float64), per_group) * gamma + beta, "float64"),
+                                  relax.op.multiply(relax.op.multiply(mean_c, inv_c), g1c))
+        out_shape = (1, c_out, x_shape[2] // 2, x_shape[3] // 2)
+        return relax.call_tir(gv_pool, [x, w_c, b_c, relax.op.astype(scale, "float32"), relax.op.astype(shift, "float32")],
+                              relax.TensorType(out_shape, "float32"))
+
+    main = rewrite_call(pattern, callback, mod["main"])
+    if not count:
+        return mod, 0
+    out = builder.get()
+    out[out.get_global_var("main")] = main
+    return relax.transform.Normalize()(out), count
