@@ -16,7 +16,6 @@ import tvm
 from compile.emit_c import emit_config, emit_model, emit_weights
 from compile.frontend import count_params, import_onnx, is_quantized
 from compile.graph import extract_graph
-from compile.recompute_groupnorm import recompute_groupnorm
 from compile.inplace import apply_inplace, inplace_calls
 from compile.lower_int8 import count_mac_ops, count_ops, lower_int8
 from compile.lower_tir import (
@@ -30,6 +29,7 @@ from compile.lower_tir import (
     workspace_bytes,
 )
 from compile.plan_memory import plan_memory
+from compile.recompute_groupnorm import recompute_groupnorm
 from compile.targets import CompileTarget, get_target
 
 ROOT = Path(__file__).resolve().parent.parent

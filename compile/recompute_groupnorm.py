@@ -100,7 +100,7 @@ def pool_kernel(x_shape, x_dtype: str, w_shape, padding: int) -> tvm.tirx.PrimFu
     sch = Schedule(te.create_prim_func([x, w, b, a, k, out]))
     sch.compute_inline(sch.get_sblock("z"))
     pool = sch.get_sblock("pool")
-    n, c, i, j, _, _ = sch.get_loops(pool)
+    _, c, i, j, _, _ = sch.get_loops(pool)
     sch.reorder(i, c)
     sch.reverse_compute_at(sch.get_sblock("relu"), j)
     _conv_rows(sch, sch.get_sblock("conv2d_nchw"), sch.get_sblock("pad_temp"), pad_at=i, conv_at=c)

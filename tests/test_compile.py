@@ -184,7 +184,7 @@ def test_stem_rewrite_matches_the_plain_graph(tmp_path: Path) -> None:
 
     mod, _ = import_onnx(INT8_ONNX)
     lowered = lower_int8(mod)
-    rewritten, count = recompute_groupnorm(lowered)
+    _, count = recompute_groupnorm(lowered)
     assert count == 1
     plain = compile_bundle(CompileConfig(target="x86_64", out=tmp_path / "plain", recompute_stem=False, inplace=False))
     names, images = load_images(SAMPLE, 256, 3)
