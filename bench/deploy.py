@@ -9,7 +9,7 @@ interrupted run (or a dropped connection) resumes from the last finished image.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -26,7 +26,6 @@ class DeviceResults:
     logits: np.ndarray  # [N, H, W] float32
     micros: list[int]  # per image, in the order of names
     resumed: int = 0  # images taken from an earlier interrupted run
-    log: list[str] = field(default_factory=list)
 
 
 def _write_json_atomic(path: Path, data: dict) -> None:

@@ -7,7 +7,6 @@ TVM's packed functions (`__tvm_ffi_ucm_<name>`), called with DLTensor arguments 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,12 +23,6 @@ _DL_TYPES = {"int8": "{kDLInt, 8, 1}", "uint8": "{kDLUInt, 8, 1}", "int32": "{kD
 
 class EmitError(ValueError):
     """A tensor the C emitter cannot describe (dtype, layout)."""
-
-
-@dataclass(frozen=True)
-class EmittedModel:
-    files: list[Path]
-    weight_bytes: int
 
 
 def _dl_dtype(dtype: str) -> str:

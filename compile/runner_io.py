@@ -9,8 +9,6 @@ import numpy as np
 
 from compile.targets import CompileTarget, get_target
 
-HOST_TARGET = "x86_64"
-
 
 def write_ppm(path: Path, rgb_hwc: np.ndarray) -> None:
     """A binary PPM (P6) of an HxWx3 uint8 image."""

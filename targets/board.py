@@ -52,20 +52,20 @@ class Board:
         return replace(self, transport="ssh", ssh=replace(self.ssh, host=host, user=user or self.ssh.user, port=port))
 
 
-def _typed(section: dict, cls: type, where: str) -> dict:
-    known = cls.__dataclass_fields__
-    unknown = set(section) - set(known)
+def _ssh_settings(section: dict, where: str) -> SSHSettings:
+    defaults = SSHSettings()
+    unknown = set(section) - set(SSHSettings.__dataclass_fields__)
     if unknown:
-        raise BoardError(f"{where}: unknown keys {sorted(unknown)}; known: {sorted(known)}")
-    out = {}
+        raise BoardError(f"{where}: unknown keys {sorted(unknown)}; known: {sorted(SSHSettings.__dataclass_fields__)}")
+    values = {}
     for key, value in section.items():
-        default = getattr(cls(), key) if cls is SSHSettings else None
+        default = getattr(defaults, key)
         if isinstance(default, float) and isinstance(value, int):
             value = float(value)
-        if default is not None and not isinstance(value, type(default)):
+        if not isinstance(value, type(default)):
             raise BoardError(f"{where}: '{key}' must be {type(default).__name__}, got {value!r}")
-        out[key] = value
-    return out
+        values[key] = value
+    return SSHSettings(**values)
 
 
 def load_board_file(path: Path) -> Board:
@@ -86,7 +86,7 @@ def load_board_file(path: Path) -> Board:
     prefix = data.get("exec_prefix", [])
     if not isinstance(prefix, list) or not all(isinstance(p, str) for p in prefix):
         raise BoardError(f"{path}: exec_prefix must be a list of strings (an argument list, not a shell string)")
-    ssh = SSHSettings(**_typed(data.get("ssh", {}), SSHSettings, f"{path} [ssh]"))
+    ssh = _ssh_settings(data.get("ssh", {}), f"{path} [ssh]")
     return Board(name=data["name"], description=data.get("description", ""), target=data["target"],
                  transport=data["transport"], ssh=ssh, exec_prefix=tuple(prefix), path=path)
 
