@@ -59,6 +59,7 @@ class CompileConfig:
     kernels: str | None = None  # "llvm" (object code) or "c" (C source); default: the target's
     build: bool = True
     tuning: bool = True  # apply the MetaSchedule records shipped for the target
+    tuning_dir: Path = TUNING_DIR  # <dir>/<target>/database_{workload,tuning_record}.json
     inplace: bool = True  # let verified element-wise kernels overwrite an input that dies (less RAM)
     recompute_stem: bool = True  # compile.recompute_groupnorm: less RAM for a second pass of the stem conv
 
@@ -160,10 +161,10 @@ def compile_bundle(cfg: CompileConfig) -> Bundle:
             _log(f"{rewritten} conv -> GroupNorm -> max-pool chain(s) recompute the conv instead of storing it")
     _log("legalize and fuse (TVM Relax passes)")
     fused, kernel_macs = fuse(mod)
-    database = tuning_database(target) if cfg.tuning else None
+    database = tuning_database(target, cfg.tuning_dir) if cfg.tuning else None
     kmod, tuned = schedule_kernels(kernel_module(fused), database, target, kernel_macs, vectorize=kernels == "llvm")
     _log(f"schedules: {tuned} kernels from MetaSchedule records"
-         + (f" in {TUNING_DIR / target.name}" if database is not None else " (none shipped for this target)")
+         + (f" in {cfg.tuning_dir / target.name}" if database is not None else " (none shipped for this target)")
          + f", {len(kmod.functions) - tuned} by rules")
     workspace = workspace_bytes(kmod)
     recomputed = recomputed_macs(kmod)

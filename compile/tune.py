@@ -47,6 +47,7 @@ def export_best(scratch: Path, work: Path) -> None:
     """Keep the best record of each tuned kernel (MetaSchedule's pruned dump) as the shipped database."""
     found = ms.database.JSONDatabase(str(scratch / "database_workload.json"),
                                      str(scratch / "database_tuning_record.json"), allow_missing=False)
+    work.mkdir(parents=True, exist_ok=True)
     for name in ("database_workload.json", "database_tuning_record.json"):
         (work / name).unlink(missing_ok=True)
     shipped = ms.database.JSONDatabase(str(work / "database_workload.json"),
