@@ -17,7 +17,8 @@ from tvm.s_tir.analysis import calculate_allocated_bytes
 from compile.targets import CompileTarget
 
 TUNING_DIR = Path(__file__).resolve().parent / "tuning"  # MetaSchedule records, one folder per target
-KERNEL_PREFIX = "ucm_"  # global symbol of each kernel; TVM's packed wrapper is `__tvm_ffi_<symbol>`
+KERNEL_PREFIX = "ucm_"
+LANES = 16  # vector width the rules split for (int32 / float32: two AVX2 or four NEON registers)  # global symbol of each kernel; TVM's packed wrapper is `__tvm_ffi_<symbol>`
 NO_ASSERT = {"tirx.disable_assert": True}  # argument checks are ours (static shapes), not the kernels
 
 
@@ -126,13 +127,34 @@ def inline_elementwise(func: tvm.tirx.PrimFunc, keep: tuple[str, ...] = ()) -> t
     return sch.mod["main"]
 
 
-def schedule_epilogues_per_element(func: tvm.tirx.PrimFunc) -> tvm.tirx.PrimFunc:
+def _vector_partial_sums(sch: Schedule) -> None:
+    """Long reductions (a norm's mean and variance over a whole plane) as LANES independent partial sums
+    (TVM's rfactor) in one vector, added up at the end: the sequential add chain was their bottleneck."""
+    for block in sch.get_child_blocks(sch.get_sblock("root")):
+        iters = sch.get(block).iter_vars
+        loops = sch.get_loops(block)
+        if len(loops) != len(iters) or iters[-1].iter_type != tvm.tirx.IterVar.CommReduce:
+            continue
+        extent = int(sch.get(loops[-1]).extent)
+        if extent < 4 * LANES or extent % LANES:
+            continue
+        try:
+            _, inner = sch.split(loops[-1], [None, LANES])
+            partial = sch.rfactor(inner, 0)
+            sch.vectorize(sch.get_loops(partial)[-1])
+        except ScheduleError:
+            continue
+
+
+def schedule_epilogues_per_element(func: tvm.tirx.PrimFunc, vectorize: bool = True) -> tvm.tirx.PrimFunc:
     """The rule for the other kernels: `inline_elementwise`, then a reduction's element-wise consumer
     (max-pool -> ReLU), which cannot be inlined into it, is computed right after each reduced element, so
-    their intermediate is one element instead of a tensor."""
+    their intermediate is one element instead of a tensor; long reductions become vector partial sums."""
     sch = Schedule(inline_elementwise(func))
     if not _has_root(sch):
         return sch.mod["main"]
+    if vectorize:
+        _vector_partial_sums(sch)
     for block in sch.get_child_blocks(sch.get_sblock("root")):
         iters = sch.get(block).iter_vars
         if not any(iv.iter_type == tvm.tirx.IterVar.CommReduce for iv in iters):
@@ -172,7 +194,7 @@ def schedule_accumulate_rows(func: tvm.tirx.PrimFunc, vectorize: bool = True) ->
     if len(spatial) < 2 or not reduce_ or len(spatial) + len(reduce_) != len(loops):
         return sch.mod["main"]
     extent = int(sch.get(spatial[-1]).extent)
-    lanes = next((v for v in (16, 8, 4) if extent % v == 0), None) if vectorize else None
+    lanes = next((v for v in (LANES, 8, 4) if extent % v == 0), None) if vectorize else None
     row, channel = spatial[-2], spatial[1] if len(spatial) == 4 else None  # NCHW: (yy, ff)
     # NCHW: rows outside channels, so a padded input row band is built once per output row.
     order = [spatial[0], row, channel] if channel is not None else spatial[:-1]
@@ -241,7 +263,7 @@ def schedule_kernels(kmod: tvm.IRModule, database: ms.Database | None, target: C
                 if macs.get(gv.name_hint, 0) > 0:
                     rule = schedule_accumulate_rows(func, vectorize)
                 else:
-                    rule = schedule_epilogues_per_element(func)
+                    rule = schedule_epilogues_per_element(func, vectorize)
             except ScheduleError:  # a loop nest the rule does not fit: TVM's plain inlining
                 rule = inline_elementwise(func)
             scheduled[gv] = rule.with_attr("global_symbol", symbol)
