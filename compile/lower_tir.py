@@ -235,7 +235,7 @@ def tuning_database(target: CompileTarget, tuning_dir: Path = TUNING_DIR) -> ms.
     return ms.database.JSONDatabase(str(workloads), str(records), allow_missing=False)
 
 
-def _tuning_key(func: tvm.tirx.PrimFunc) -> tvm.IRModule:
+def tuning_key(func: tvm.tirx.PrimFunc) -> tvm.IRModule:
     """The module MetaSchedule tuned for this kernel (as `tune_tir` normalizes a task's function)."""
     return tvm.IRModule({"main": func.with_attr("global_symbol", "main").with_attr("tirx.noalias", True)})
 
@@ -254,7 +254,7 @@ def schedule_kernels(kmod: tvm.IRModule, database: ms.Database | None, target: C
             continue
         sch = None
         if database is not None:
-            sch = database.query_schedule(_tuning_key(func.without_attr("global_symbol")), tvm_target, workload_name="main")
+            sch = database.query_schedule(tuning_key(func.without_attr("global_symbol")), tvm_target, workload_name="main")
         if sch is not None:
             tuned += 1
             scheduled[gv] = sch.mod["main"].with_attr("global_symbol", symbol)

@@ -12,14 +12,25 @@ import argparse
 import sys
 from pathlib import Path
 
+import numpy as np
 import tvm
 from tvm.s_tir import meta_schedule as ms
 
 from compile.bundle import DEFAULT_ONNX
 from compile.frontend import import_onnx, is_quantized
 from compile.lower_int8 import lower_int8
-from compile.lower_tir import TUNING_DIR, fuse, kernel_module, tuning_target
-from compile.targets import get_target
+from compile.lower_tir import (
+    NO_ASSERT,
+    TUNING_DIR,
+    fuse,
+    kernel_module,
+    schedule_accumulate_rows,
+    schedule_epilogues_per_element,
+    tuning_key,
+    tuning_target,
+)
+from compile.recompute_groupnorm import recompute_groupnorm
+from compile.targets import CompileTarget, get_target
 
 
 def tune(target_name: str, onnx: Path, trials: int, per_kernel: int, cores: int, all_kernels: bool) -> Path:
@@ -27,6 +38,7 @@ def tune(target_name: str, onnx: Path, trials: int, per_kernel: int, cores: int,
     mod, model = import_onnx(onnx)
     if is_quantized(model):
         mod = lower_int8(mod)
+    mod, _ = recompute_groupnorm(mod)  # as python -m compile does: the same kernels
     fused, macs = fuse(mod)
     kmod = kernel_module(fused, exported=False)
     if not all_kernels:  # the convolutions and matrix products: where the time goes
@@ -39,12 +51,32 @@ def tune(target_name: str, onnx: Path, trials: int, per_kernel: int, cores: int,
             kmod, tuning_target(target), str(scratch), max_trials_global=trials, max_trials_per_task=per_kernel,
             num_trials_per_iter=16, num_tuning_cores=cores,
         )
-    export_best(scratch, work)
+    kept = export_best(scratch, work, kmod, target, macs)
+    print(f"{kept} records beat the schedule rules and are shipped in {work}")
     return work
 
 
-def export_best(scratch: Path, work: Path) -> None:
-    """Keep the best record of each tuned kernel (MetaSchedule's pruned dump) as the shipped database."""
+def _random_args(func: tvm.tirx.PrimFunc, rng: np.random.Generator) -> list[tvm.runtime.Tensor]:
+    args = []
+    for param in func.params:  # TVM 0.27: a PrimFunc's parameters carry their buffer's shape and dtype
+        shape, dtype = tuple(int(d) for d in param.shape), str(param.dtype)
+        value = rng.normal(size=shape) if dtype.startswith("float") else rng.integers(-50, 50, shape)
+        args.append(tvm.runtime.tensor(value.astype(dtype)))
+    return args
+
+
+def kernel_ms(func: tvm.tirx.PrimFunc, target: tvm.target.Target, rng: np.random.Generator) -> float:
+    """Best-of-3 time of one kernel on this machine."""
+    func = func.with_attr("global_symbol", "kernel")
+    with tvm.transform.PassContext(opt_level=3, config=NO_ASSERT):
+        lib = tvm.tirx.build(tvm.IRModule({"kernel": func}), target=target)
+    timer = lib.time_evaluator("kernel", tvm.cpu(), number=10, repeat=3)
+    return min(timer(*_random_args(func, rng)).results) * 1e3
+
+
+def export_best(scratch: Path, work: Path, kmod: tvm.IRModule, target: CompileTarget, macs: dict[str, int]) -> int:
+    """Ship, of each tuned kernel, its best record if it beats the schedule rule the compiler would use
+    otherwise (both timed here, the machine tuned for). Returns how many records were kept."""
     found = ms.database.JSONDatabase(str(scratch / "database_workload.json"),
                                      str(scratch / "database_tuning_record.json"), allow_missing=False)
     work.mkdir(parents=True, exist_ok=True)
@@ -52,7 +84,26 @@ def export_best(scratch: Path, work: Path) -> None:
         (work / name).unlink(missing_ok=True)
     shipped = ms.database.JSONDatabase(str(work / "database_workload.json"),
                                        str(work / "database_tuning_record.json"), allow_missing=True)
-    found.dump_pruned(shipped)
+    llvm, rng, kept = tuning_target(target), np.random.default_rng(0), 0
+    for gv, func in kmod.functions.items():
+        key = tuning_key(func)
+        if not found.has_workload(key):
+            continue
+        records = found.get_top_k(found.commit_workload(key), 1)
+        if not records:
+            continue
+        tuned = found.query_schedule(key, llvm, workload_name="main").mod["main"]
+        rule = schedule_accumulate_rows(func) if macs.get(gv.name_hint, 0) > 0 else schedule_epilogues_per_element(func)
+        t_tuned, t_rule = kernel_ms(tuned, llvm, rng), kernel_ms(rule, llvm, rng)
+        verdict = "kept" if t_tuned < 0.95 * t_rule else "dropped"
+        print(f"{gv.name_hint:48s} tuned {t_tuned:7.3f} ms  rule {t_rule:7.3f} ms  {verdict}")
+        if verdict == "kept":
+            record = records[0]
+            workload = shipped.commit_workload(key)
+            shipped.commit_tuning_record(ms.database.TuningRecord(
+                record.trace, workload, record.run_secs, record.target, record.args_info))
+            kept += 1
+    return kept
 
 
 def main(argv: list[str] | None = None) -> int:
