@@ -21,7 +21,7 @@ from bench.report import (
     write_json_atomic,
     write_markdown,
 )
-from compile.bundle import CompileConfig, compile_bundle
+from compile.bundle import CompileConfig, compile_bundle, compiler_fingerprint
 from compile.check import onnx_logits
 from compile.runner_io import load_metadata
 from compile.targets import get_target
@@ -77,11 +77,12 @@ def make_transport(board: Board, emulated: bool, work: Path, trust_new_host: boo
 
 
 def ensure_bundle(target: str, onnx: Path, bundle_dir: Path) -> dict:
-    """Reuse the bundle if it was built from this ONNX for this target, else compile it."""
+    """Reuse the bundle if this compiler built it from this ONNX for this target, else compile it."""
     try:
         meta = load_metadata(bundle_dir)
         fresh = (meta["target"] == target and (bundle_dir / "ucm_runner").is_file()
-                 and meta.get("onnx_sha256") == hashlib.sha256(onnx.read_bytes()).hexdigest())
+                 and meta.get("onnx_sha256") == hashlib.sha256(onnx.read_bytes()).hexdigest()
+                 and meta.get("compiler_sha256") == compiler_fingerprint(target))
     except (FileNotFoundError, KeyError, ValueError):
         fresh = False
     if fresh:

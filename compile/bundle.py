@@ -74,6 +74,17 @@ class Bundle:
     runner: Path | None
 
 
+def compiler_fingerprint(target: str) -> str:
+    """SHA-256 over what decides a bundle besides its ONNX: this package's code, runtime files and the
+    target's tuning records (a bundle built by other code is stale)."""
+    here = Path(__file__).resolve().parent
+    files = sorted([*here.glob("*.py"), *(here / "runtime").glob("*"), *(TUNING_DIR / target).glob("*.json")])
+    digest = hashlib.sha256(tvm.__version__.encode())
+    for path in files:
+        digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()
+
+
 def _log(message: str) -> None:
     print(f"[compile] {message}", flush=True)
 
@@ -202,6 +213,7 @@ def compile_bundle(cfg: CompileConfig) -> Bundle:
         "tvm_version": tvm.__version__,
         "onnx": str(cfg.onnx),
         "onnx_sha256": hashlib.sha256(Path(cfg.onnx).read_bytes()).hexdigest(),
+        "compiler_sha256": compiler_fingerprint(target.name),
         "quantized": quantized,
         "input": {"height": height, "width": width, "layout": "HWC", "dtype": "uint8"},
         "output": {"height": height, "width": width, "dtype": "uint8", "values": "0 skin, 255 lesion"},
