@@ -106,7 +106,8 @@ def float_reference(checkpoint: Path, images: np.ndarray) -> tuple[np.ndarray, l
                 torch.cuda.synchronize()
             times.append((time.perf_counter() - t0) * 1e3)
             logits.append(y[0, 0].float().cpu().numpy())
-    label = torch.cuda.get_device_name(0) if device == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    threads = torch.get_num_threads()
+    label = torch.cuda.get_device_name(0) if device == "cuda" else f"CPU, {threads} thread{'s' if threads > 1 else ''}"
     return np.stack(logits), times, label
 
 
