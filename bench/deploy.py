@@ -3,7 +3,8 @@
 "Flash" for a Linux board: upload the statically linked runner to the board's work dir, verify it
 (size + SHA-256 on both ends) and make it executable. Images go up as binary PPMs in chunks; after each
 chunk the masks, logits and timings come back and `progress.json` records the finished images, so an
-interrupted run (or a dropped connection) resumes from the last finished image.
+interrupted run (or a dropped connection) resumes from the last finished image; a finished run, run again,
+measures again.
 """
 
 from __future__ import annotations
@@ -51,8 +52,9 @@ def run_on_board(transport: Transport, runner: Path, names: list[str], images: n
     state_path = out / "progress.json"
     runner_sha = sha256_file(runner)
     state = json.loads(state_path.read_text()) if state_path.is_file() else {}
-    if state.get("runner_sha256") != runner_sha:
-        state = {"runner_sha256": runner_sha, "micros": {}}  # a different build: earlier results do not count
+    if state.get("runner_sha256") != runner_sha or state.get("complete"):
+        # a different build, or a finished run (run again = measure again): start afresh
+        state = {"runner_sha256": runner_sha, "micros": {}}
     done: dict[str, int] = state["micros"]
     resumed = sum(1 for n in names if n in done)
     todo = [i for i, n in enumerate(names) if n not in done]
@@ -88,6 +90,8 @@ def run_on_board(transport: Transport, runner: Path, names: list[str], images: n
             _write_json_atomic(state_path, state)
             bar.update(len(batch))
         bar.close()
+    state["complete"] = True
+    _write_json_atomic(state_path, state)
     masks = np.stack([read_pgm(local / f"{n}.pgm") for n in names])
     logits = np.stack([read_logits(local / f"{n}.f32", h, w) for n in names])
     return DeviceResults(names, masks, logits, [done[n] for n in names], resumed)

@@ -191,6 +191,8 @@ def test_interrupted_run_resumes(bundles: dict[str, Path], tmp_path: Path, monke
     monkeypatch.setattr(LocalTransport, "run", real_run)
     result = run_on_board(transport, runner, names, images, tmp_path / "out", chunk=2, progress=False)
     assert result.resumed == 2 and len(result.micros) == 4 and result.masks.shape == (4, 256, 256)
+    again = run_on_board(transport, runner, names, images, tmp_path / "out", chunk=2, progress=False)
+    assert again.resumed == 0  # a finished run is measured afresh
 
 
 @pytest.mark.parametrize("target", ["cortex-a72", "rv64gc"])
