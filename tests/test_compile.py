@@ -196,3 +196,21 @@ def test_stem_rewrite_matches_the_plain_graph(tmp_path: Path) -> None:
     assert ((ours > 0) == (stem > 0)).mean() > 0.998
     assert np.sqrt(((ours - stem) ** 2).mean()) < 0.15
     assert bundle.metadata["ram_bytes"]["arena"] < plain.metadata["ram_bytes"]["arena"] / 2
+
+
+def test_shipped_tuning_records_apply_and_export(bundles: dict[str, Path], tmp_path: Path) -> None:
+    """x86_64 applies the shipped MetaSchedule records; the export re-times records against the rules."""
+    import json
+
+    from compile.lower_tir import TUNING_DIR, kernel_module
+    from compile.recompute_groupnorm import recompute_groupnorm
+    from compile.tune import export_best
+
+    assert json.loads((bundles["x86_64"] / "metadata.json").read_text())["tuned_kernels"] > 0
+    assert json.loads((bundles["cortex-a72"] / "metadata.json").read_text())["tuned_kernels"] == 0
+    mod, _ = import_onnx(INT8_ONNX)
+    mod, _ = recompute_groupnorm(lower_int8(mod))
+    fused, macs = fuse(mod)
+    kept = export_best(TUNING_DIR / "x86_64", tmp_path / "x86_64", kernel_module(fused, exported=False),
+                       get_target("x86_64"), macs)
+    assert 0 < kept <= 10 and (tmp_path / "x86_64" / "database_tuning_record.json").stat().st_size > 0
