@@ -28,6 +28,7 @@ from compile.lower_tir import (
     tuning_database,
     workspace_bytes,
 )
+from compile.matmul_nchw import matmul_nchw
 from compile.plan_memory import plan_memory
 from compile.recompute_groupnorm import recompute_groupnorm
 from compile.targets import CompileTarget, get_target
@@ -62,6 +63,7 @@ class CompileConfig:
     tuning_dir: Path = TUNING_DIR  # <dir>/<target>/database_{workload,tuning_record}.json
     inplace: bool = True  # let verified element-wise kernels overwrite an input that dies (less RAM)
     recompute_stem: bool = True  # compile.recompute_groupnorm: less RAM for a second pass of the stem conv
+    matmul_nchw: bool = True  # compile.matmul_nchw: token matmul + transpose as one kernel (less RAM)
 
     def out_dir(self) -> Path:
         return self.out if self.out is not None else ROOT / "dist" / self.target
@@ -170,6 +172,10 @@ def compile_bundle(cfg: CompileConfig) -> Bundle:
         mod, rewritten = recompute_groupnorm(mod)
         if rewritten:
             _log(f"{rewritten} conv -> GroupNorm -> max-pool chain(s) recompute the conv instead of storing it")
+    if cfg.matmul_nchw:
+        mod, rewritten = matmul_nchw(mod)
+        if rewritten:
+            _log(f"{rewritten} token matmuls write channel-first directly (no transposed copy)")
     _log("legalize and fuse (TVM Relax passes)")
     fused, kernel_macs = fuse(mod)
     database = tuning_database(target, cfg.tuning_dir) if cfg.tuning else None

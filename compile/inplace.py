@@ -28,7 +28,8 @@ def _random(shape: tuple[int, ...], dtype: str, rng: np.random.Generator) -> np.
 
 
 def candidates(graph: ExecGraph) -> list[tuple[int, int]]:
-    """(call index, input position) pairs where an input of the same byte size dies at the call."""
+    """(call index, input position) pairs where an input of the same byte size dies at the call (a call may
+    have several)."""
     last_use: dict[int, int] = {}
     for step, call in enumerate(graph.calls):
         for t in call.inputs:
@@ -43,7 +44,6 @@ def candidates(graph: ExecGraph) -> list[tuple[int, int]]:
                     or graph.tensors[root].nbytes != out_t.nbytes or tensor.dtype != out_t.dtype):
                 continue
             out.append((step, pos))
-            break
     return out
 
 
@@ -71,7 +71,11 @@ def inplace_calls(graph: ExecGraph, kmod: tvm.IRModule) -> dict[int, int]:
         return {}
     with tvm.transform.PassContext(opt_level=3):
         lib = tvm.tirx.build(kmod, target=tvm.target.Target(HOST_LLVM))
-    return {step: pos for step, pos in pairs if all(verify(lib, graph, step, pos, seed) for seed in (0, 1))}
+    calls: dict[int, int] = {}
+    for step, pos in pairs:
+        if step not in calls and all(verify(lib, graph, step, pos, seed) for seed in (0, 1)):
+            calls[step] = pos
+    return calls
 
 
 def apply_inplace(graph: ExecGraph, calls: dict[int, int]) -> None:

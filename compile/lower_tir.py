@@ -84,6 +84,12 @@ def _fused_macs(grouped: tvm.IRModule) -> dict[str, int]:
     return macs
 
 
+def mark_scheduled(func: tvm.tirx.PrimFunc, macs: int, recomputed: int) -> tvm.tirx.PrimFunc:
+    """Mark a kernel as already scheduled, with the MACs it does (and how many of them are recomputed)."""
+    return func.with_attrs({"ucm.scheduled": True, "ucm.macs": macs, "ucm.recomputed_macs": recomputed,
+                            "op_pattern": 8})  # kOpaque: FuseOps leaves it alone
+
+
 def recomputed_macs(kmod: tvm.IRModule) -> dict[str, int]:
     """MACs a kernel repeats on purpose (to save memory), by kernel name."""
     return {gv.name_hint: int(f.attrs["ucm.recomputed_macs"]) for gv, f in kmod.functions.items()

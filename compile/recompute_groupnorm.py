@@ -24,6 +24,8 @@ from tvm import relax, te, topi
 from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
 from tvm.s_tir import Schedule
 
+from compile.lower_tir import mark_scheduled
+
 LANES = 16
 
 
@@ -79,7 +81,7 @@ def stats_kernel(x_shape, x_dtype: str, w_shape, padding: int) -> tvm.tirx.PrimF
     c, row, col = sch.get_loops(red)
     sch.reorder(row, c, col)  # image rows outside channels: each padded input row band is built once
     _conv_rows(sch, sch.get_sblock("conv2d_nchw"), sch.get_sblock("pad_temp"), pad_at=row, conv_at=c)
-    return _scheduled(sch.mod["main"], macs=_conv_macs(acc, w_shape), recomputed=0)
+    return mark_scheduled(sch.mod["main"], macs=_conv_macs(acc, w_shape), recomputed=0)
 
 
 def pool_kernel(x_shape, x_dtype: str, w_shape, padding: int) -> tvm.tirx.PrimFunc:
@@ -105,17 +107,11 @@ def pool_kernel(x_shape, x_dtype: str, w_shape, padding: int) -> tvm.tirx.PrimFu
     sch.reverse_compute_at(sch.get_sblock("relu"), j)
     _conv_rows(sch, sch.get_sblock("conv2d_nchw"), sch.get_sblock("pad_temp"), pad_at=i, conv_at=c)
     macs = _conv_macs(acc, w_shape)
-    return _scheduled(sch.mod["main"], macs=macs, recomputed=macs)
+    return mark_scheduled(sch.mod["main"], macs=macs, recomputed=macs)
 
 
 def _conv_macs(acc: te.Tensor, w_shape) -> int:
     return int(np.prod([int(d) for d in acc.shape])) * int(np.prod(w_shape[1:]))
-
-
-def _scheduled(func: tvm.tirx.PrimFunc, macs: int, recomputed: int) -> tvm.tirx.PrimFunc:
-    """Mark a kernel as already scheduled, with the MACs it does (and how many of them are recomputed)."""
-    return func.with_attrs({"ucm.scheduled": True, "ucm.macs": macs, "ucm.recomputed_macs": recomputed,
-                            "op_pattern": 8})  # kOpaque: FuseOps leaves it alone
 
 
 def _conv_rows(sch: Schedule, conv, pad, pad_at, conv_at) -> None:

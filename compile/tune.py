@@ -29,6 +29,7 @@ from compile.lower_tir import (
     tuning_key,
     tuning_target,
 )
+from compile.matmul_nchw import matmul_nchw
 from compile.recompute_groupnorm import recompute_groupnorm
 from compile.targets import CompileTarget, get_target
 
@@ -39,8 +40,11 @@ def tune(target_name: str, onnx: Path, trials: int, per_kernel: int, cores: int,
     if is_quantized(model):
         mod = lower_int8(mod)
     mod, _ = recompute_groupnorm(mod)  # as python -m compile does: the same kernels
+    mod, _ = matmul_nchw(mod)
     fused, macs = fuse(mod)
     kmod = kernel_module(fused, exported=False)
+    kmod = tvm.IRModule({gv: f for gv, f in kmod.functions.items()  # written with their own schedule
+                         if not (f.attrs is not None and f.attrs.get("ucm.scheduled"))})
     if not all_kernels:  # the convolutions and matrix products: where the time goes
         kmod = tvm.IRModule({gv: f for gv, f in kmod.functions.items() if macs.get(gv.name_hint, 0) > 0})
     work = TUNING_DIR / target.name

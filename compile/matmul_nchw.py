@@ -1,0 +1,81 @@
+"""A Relax rewrite that writes a token matmul's output straight in channel-first layout.
+
+UCM-Net's MLP layers work on tokens ([1, H*W, C]) and hand their result back to the convolutional path as
+[1, C, H, W]: `reshape(permute_dims(matmul(...)))`. TVM's FuseOps does not fuse a transpose into the matmul
+before it, so the token result and its transposed copy are both whole tensors (at 128x128x8 float, 512 KiB
+each: the arena's peak once the stem is streamed). Here the int8 matmul (after `lower_int8`) and the
+transpose become one kernel: per image row, the matmul tile is computed in token layout (contiguous in the
+reduction) and written out transposed, so only a row-sized int32 tile is ever held.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tvm
+from tvm import relax, te
+from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
+from tvm.s_tir import Schedule
+
+from compile.lower_tir import mark_scheduled
+
+
+def _pattern() -> tuple[relax.dpl.DFPattern, dict]:
+    p = {"x": wildcard(), "w": is_const(), "bias": is_const(), "mult": is_const(), "shape": wildcard()}
+    p["matmul"] = is_op("relax.matmul")(p["x"], p["w"])
+    y = is_op("relax.multiply")(is_op("relax.astype")(is_op("relax.add")(p["matmul"], p["bias"])), p["mult"])
+    p["transpose"] = is_op("relax.permute_dims")(y)
+    return is_op("relax.reshape")(p["transpose"], p["shape"]), p
+
+
+def matmul_nchw_kernel(tokens: int, c_in: int, c_out: int, height: int, width: int) -> tvm.tirx.PrimFunc:
+    """out[0, c, h, w] = float(sum_k x[0, h*width + w, k] * W[k, c] + bias[c]) * mult[c]."""
+    x = te.placeholder((1, tokens, c_in), "int8", name="x")
+    w = te.placeholder((c_in, c_out), "int8", name="w")
+    b = te.placeholder((c_out,), "int32", name="bias")
+    m = te.placeholder((c_out,), "float32", name="mult")
+    k = te.reduce_axis((0, c_in), "k")
+    acc = te.compute((1, height, width, c_out), lambda n, h, wd, c: te.sum(
+        x[n, h * width + wd, k].astype("int32") * w[k, c].astype("int32"), axis=k), name="acc")
+    out = te.compute((1, c_out, height, width),
+                     lambda n, c, h, wd: (acc[n, h, wd, c] + b[c]).astype("float32") * m[c], name="out")
+    sch = Schedule(te.create_prim_func([x, w, b, m, out]))
+    _, c, h, _ = sch.get_loops(sch.get_sblock("out"))
+    sch.reorder(h, c)
+    sch.compute_at(sch.get_sblock("acc"), h)  # one image row of the matmul, in token layout
+    return mark_scheduled(sch.mod["main"], macs=tokens * c_in * c_out, recomputed=0)
+
+
+def matmul_nchw(mod: tvm.IRModule) -> tuple[tvm.IRModule, int]:
+    """Rewrite each int8 token matmul whose result is transposed back to [1, C, H, W]; returns the module
+    and how many were rewritten."""
+    pattern, p = _pattern()
+    builder = relax.BlockBuilder(mod)
+    count = 0
+
+    def callback(expr: relax.Expr, m: dict) -> relax.Expr:
+        nonlocal count
+        x = m[p["x"]]
+        x_shape = tuple(int(d) for d in x.ty.shape.values)
+        out_shape = tuple(int(d) for d in expr.ty.shape.values)
+        axes = [int(a) for a in m[p["transpose"]].attrs.axes]
+        w = m[p["w"]].value.numpy()
+        bias = m[p["bias"]].value.numpy().reshape(-1)
+        mult = m[p["mult"]].value.numpy().reshape(-1)
+        if (len(x_shape) != 3 or x_shape[0] != 1 or str(x.ty.dtype) != "int8" or w.ndim != 2 or axes != [0, 2, 1]
+                or len(out_shape) != 4 or out_shape[1] != w.shape[1] or out_shape[2] * out_shape[3] != x_shape[1]
+                or bias.size != w.shape[1] or mult.size != w.shape[1] or bias.dtype != np.int32):
+            return expr
+        count += 1
+        tokens, c_in = x_shape[1:]
+        kernel = matmul_nchw_kernel(tokens, c_in, w.shape[1], out_shape[2], out_shape[3])
+        gv = builder.add_func(kernel, f"matmul_nchw{count}")
+        return relax.call_tir(gv, [x, relax.const(w), relax.const(bias.astype(np.int32)),
+                                   relax.const(mult.astype(np.float32))],
+                              relax.TensorType(out_shape, "float32"))
+
+    main = rewrite_call(pattern, callback, mod["main"])
+    if not count:
+        return mod, 0
+    out = builder.get()
+    out[out.get_global_var("main")] = main
+    return relax.transform.Normalize()(out), count
