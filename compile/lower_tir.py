@@ -1,6 +1,6 @@
 """From the integer-lowered Relax module to TIR kernels: TVM's legalize and fusion passes, a schedule per
-kernel (tuning records when shipped for the target, else an inlining schedule), and code generation as C
-source or as object code through TVM's LLVM."""
+kernel (MetaSchedule records when shipped for the target, else schedule rules written with TVM's schedule
+primitives), and code generation as C source or as object code through TVM's LLVM."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from tvm.s_tir.analysis import calculate_allocated_bytes
 from compile.targets import CompileTarget
 
 TUNING_DIR = Path(__file__).resolve().parent / "tuning"  # MetaSchedule records, one folder per target
-KERNEL_PREFIX = "ucm_"
-LANES = 16  # vector width the rules split for (int32 / float32: two AVX2 or four NEON registers)  # global symbol of each kernel; TVM's packed wrapper is `__tvm_ffi_<symbol>`
+KERNEL_PREFIX = "ucm_"  # global symbol of each kernel; TVM's packed wrapper is `__tvm_ffi_<symbol>`
+LANES = 16  # vector width the rules split for (int32 / float32: two AVX2 or four NEON registers)
 NO_ASSERT = {"tirx.disable_assert": True}  # argument checks are ours (static shapes), not the kernels
 
 
