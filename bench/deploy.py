@@ -38,7 +38,7 @@ def _write_json_atomic(path: Path, data: dict) -> None:
 def flash(transport: Transport, runner: Path, timeout_s: float) -> PurePosixPath:
     transport.check(["mkdir", "-p", str(transport.work_dir / "in"), str(transport.work_dir / "out")], timeout_s)
     remote = transport.work_dir / "ucm_runner"
-    transport.upload(runner, remote, executable=True, timeout_s=timeout_s)
+    transport.upload([(runner, remote)], executable=True, timeout_s=timeout_s)
     return remote
 
 
@@ -66,12 +66,13 @@ def run_on_board(transport: Transport, runner: Path, names: list[str], images: n
                    disable=not progress)
         for start in range(0, len(todo), chunk):
             batch = todo[start:start + chunk]
-            remote_paths = []
+            files = []
             for i in batch:
                 path = local_in / f"{names[i]}.ppm"
                 write_ppm(path, images[i])
-                remote_paths.append(remote_in / path.name)
-                transport.upload(path, remote_paths[-1], timeout_s=timeout_s)
+                files.append((path, remote_in / path.name))
+            transport.upload(files, timeout_s=timeout_s)
+            remote_paths = [remote for _, remote in files]
             argv = [*transport.exec_prefix(), str(remote_runner), "--logits", "--out", str(remote_out),
                     *map(str, remote_paths)]
             result = transport.run(argv, timeout_s)

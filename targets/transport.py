@@ -75,13 +75,17 @@ class Transport(ABC):
             )
         return result
 
-    def upload(self, local: Path, remote: PurePosixPath, executable: bool = False, timeout_s: float = 120) -> None:
-        """Copy a file to the board and verify it there (size and SHA-256 on both ends)."""
-        self.put(local, remote)
-        out = self.check(["sha256sum", str(remote)], timeout_s).stdout.split()
-        size = int(self.check(["stat", "-c", "%s", str(remote)], timeout_s).stdout.strip())
-        if size != local.stat().st_size or not out or out[0] != sha256_file(local):
-            raise TransportError(f"board {self.board_name}: upload of {local.name} to {remote} is corrupt "
-                                 f"(size {size} vs {local.stat().st_size}, or SHA-256 differs); retry")
+    def upload(self, files: list[tuple[Path, PurePosixPath]], executable: bool = False, timeout_s: float = 120) -> None:
+        """Copy files to the board and verify them there (size and SHA-256 on both ends, one command each
+        for the whole batch)."""
+        for local, remote in files:
+            self.put(local, remote)
+        remotes = [str(remote) for _, remote in files]
+        digests = self.check(["sha256sum", *remotes], timeout_s).stdout.split()[0::2]
+        sizes = self.check(["stat", "-c", "%s", *remotes], timeout_s).stdout.split()
+        for (local, remote), digest, size in zip(files, digests, sizes, strict=True):
+            if int(size) != local.stat().st_size or digest != sha256_file(local):
+                raise TransportError(f"board {self.board_name}: upload of {local.name} to {remote} is corrupt "
+                                     f"(size {size} vs {local.stat().st_size}, or SHA-256 differs); retry")
         if executable:
-            self.check(["chmod", "755", str(remote)], timeout_s)
+            self.check(["chmod", "755", *remotes], timeout_s)

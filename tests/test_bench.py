@@ -226,3 +226,18 @@ def test_emulated_run_is_marked(bundles: dict[str, Path], tmp_path: Path) -> Non
     report = run(cfg)
     assert report["emulated"] is True and "not representative" in report["latency_note"]
     assert "EMULATED" in (tmp_path / "run" / "report.md").read_text()
+
+
+def test_corrupt_upload_is_detected(tmp_path: Path) -> None:
+    class Lossy(LocalTransport):
+        def put(self, local: Path, remote) -> None:
+            Path(remote).write_bytes(local.read_bytes()[:-1])  # a byte lost on the way
+
+    source = tmp_path / "runner"
+    source.write_bytes(b"\x7fELF" + bytes(100))
+    transport = Lossy("lossy", tmp_path / "board")
+    with pytest.raises(TransportError, match="upload of runner .* is corrupt"):
+        transport.upload([(source, transport.work_dir / "runner")])
+    LocalTransport("ok", tmp_path / "board2").upload([(source, LocalTransport("ok", tmp_path / "board2").work_dir / "runner")],
+                                                      executable=True)
+    assert (tmp_path / "board2" / "runner").stat().st_mode & 0o111
