@@ -90,6 +90,14 @@ def mark_scheduled(func: tvm.tirx.PrimFunc, macs: int, recomputed: int) -> tvm.t
                             "op_pattern": 8})  # kOpaque: FuseOps leaves it alone
 
 
+def with_new_main(builder: relax.BlockBuilder, main: relax.Function) -> tvm.IRModule:
+    """The module a rewrite built: `builder` (made from the original module, holding the kernels the rewrite
+    added) with `main` replaced by the rewritten one."""
+    out = builder.get()
+    out[out.get_global_var("main")] = main
+    return relax.transform.Normalize()(out)
+
+
 def recomputed_macs(kmod: tvm.IRModule) -> dict[str, int]:
     """MACs a kernel repeats on purpose (to save memory), by kernel name."""
     return {gv.name_hint: int(f.attrs["ucm.recomputed_macs"]) for gv, f in kmod.functions.items()

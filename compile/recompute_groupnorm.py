@@ -24,7 +24,7 @@ from tvm import relax, te, topi
 from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
 from tvm.s_tir import Schedule
 
-from compile.lower_tir import mark_scheduled
+from compile.lower_tir import mark_scheduled, with_new_main
 
 LANES = 16
 
@@ -191,8 +191,4 @@ def recompute_groupnorm(mod: tvm.IRModule) -> tuple[tvm.IRModule, int]:
                               relax.TensorType(out_shape, "float32"))
 
     main = rewrite_call(pattern, callback, mod["main"])
-    if not count:
-        return mod, 0
-    out = builder.get()
-    out[out.get_global_var("main")] = main
-    return relax.transform.Normalize()(out), count
+    return (with_new_main(builder, main), count) if count else (mod, 0)
