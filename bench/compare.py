@@ -13,32 +13,24 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from bench.demo import median_latency_ms
 from bench.harness import ensure_bundle
 from compile.check import load_images
 from compile.runner_io import read_timings, write_ppm
 from ucm.checkpoint import load_float_model
+from ucm.evaluate import onnx_predictor
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def time_callable(fn, inputs: list, repeats: int) -> float:
-    """Median ms per input: for each input the median of `repeats` runs, then the median over inputs."""
-    fn(inputs[0])  # warm-up
-    per_input = []
-    for x in inputs:
-        runs = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn(x)
-            runs.append((time.perf_counter() - t0) * 1e3)
-        per_input.append(statistics.median(runs))
-    return statistics.median(per_input)
+    """Median ms per input (bench.demo's median of `repeats` runs), then the median over inputs."""
+    return statistics.median(median_latency_ms(fn, x, repeats) for x in inputs)
 
 
 def time_bundle(bundle: Path, images: np.ndarray, repeats: int) -> float:
@@ -62,29 +54,17 @@ def main(argv: list[str] | None = None) -> int:
                         help="measure all five this many times, alternating; report each one's best round")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
-    import onnxruntime as ort
-
     torch.set_num_threads(1)
     names, images = load_images(args.data, 256, args.n)
     floats = [torch.from_numpy(im).permute(2, 0, 1)[None].float().div(255) for im in images]
     model, _ = load_float_model(ROOT / "checkpoints" / "ucm_float.pt")
     model.eval()
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = opts.inter_op_num_threads = 1
-    sessions = {k: ort.InferenceSession(str(ROOT / "checkpoints" / f"ucm_{k}.onnx"), opts,
-                                        providers=["CPUExecutionProvider"]) for k in ("float", "int8")}
-
-    def ort_run(kind: str):
-        session = sessions[kind]
-        name = session.get_inputs()[0].name
-        return lambda x: session.run(None, {name: x.numpy()})
-
     float_bundle = ensure_bundle("x86_64", ROOT / "checkpoints" / "ucm_float.onnx", ROOT / "dist" / "x86_64-float")
     int8_bundle = ensure_bundle("x86_64", ROOT / "checkpoints" / "ucm_int8.onnx", ROOT / "dist" / "x86_64")
     runs = {
         "PyTorch eager fp32": lambda: time_callable(model, floats, args.repeats),
-        "ONNX Runtime fp32": lambda: time_callable(ort_run("float"), floats, args.repeats),
-        "ONNX Runtime int8 (QCDQ)": lambda: time_callable(ort_run("int8"), floats, args.repeats),
+        "ONNX Runtime fp32": lambda: time_callable(onnx_predictor(ROOT / "checkpoints" / "ucm_float.onnx", threads=1), floats, args.repeats),
+        "ONNX Runtime int8 (QCDQ)": lambda: time_callable(onnx_predictor(ROOT / "checkpoints" / "ucm_int8.onnx", threads=1), floats, args.repeats),
         "ucm-edge float bundle (x86_64)": lambda: time_bundle(ROOT / "dist" / "x86_64-float", images, args.repeats),
         "ucm-edge int8 bundle (x86_64)": lambda: time_bundle(ROOT / "dist" / "x86_64", images, args.repeats),
     }

@@ -16,9 +16,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from compile.runner_io import load_metadata, local_command, read_logits, read_pgm, write_ppm
 from ucm.data import find_pairs, load_tensors
+from ucm.evaluate import onnx_predictor
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = ROOT / "data" / "sample"
@@ -68,15 +70,9 @@ def run_runner(command: list[str], images: np.ndarray, names: list[str], work: P
 
 
 def onnx_logits(onnx_path: Path, images: np.ndarray) -> np.ndarray:
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    out = []
-    for image in images:
-        x = image.transpose(2, 0, 1)[None].astype(np.float32) / 255.0
-        out.append(session.run(None, {name: x})[0][0, 0])
-    return np.stack(out)
+    """ONNX Runtime's logits [N, H, W] for uint8 images [N, H, W, 3]."""
+    floats = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255.0)
+    return onnx_predictor(onnx_path)(floats)[:, 0].numpy()
 
 
 def load_images(data: Path, size: int, n: int | None) -> tuple[list[str], np.ndarray]:

@@ -50,7 +50,17 @@ class CompileTarget:
         return list(self.qemu)
 
 
-_RV_ATTRS = ["+m", "+a", "+f", "+d", "+c"]
+def _riscv(name: str, board: str, vector: bool, qemu_cpu: str, notes: str = "") -> CompileTarget:
+    """A 64-bit RISC-V Linux target (lp64d ABI, as Debian's riscv64 GCC builds)."""
+    isa = "rv64gcv" if vector else "rv64gc"
+    return CompileTarget(
+        name=name, board=board, triple="riscv64-linux-gnu",
+        llvm={"kind": "llvm", "mtriple": "riscv64-linux-gnu", "mcpu": "generic-rv64",
+              "mattr": ["+m", "+a", "+f", "+d", "+c", *(["+v"] if vector else [])], "mabi": "lp64d"},
+        cflags=(f"-march={isa}", "-mabi=lp64d"), cross_prefix="riscv64-linux-gnu-",
+        compiler_package="gcc-riscv64-linux-gnu", qemu=("qemu-riscv64", "-cpu", qemu_cpu), notes=notes,
+    )
+
 
 TARGETS: dict[str, CompileTarget] = {
     t.name: t
@@ -65,29 +75,10 @@ TARGETS: dict[str, CompileTarget] = {
             compiler_package="gcc-aarch64-linux-gnu",
             qemu=("qemu-aarch64", "-cpu", "cortex-a72"),
         ),
-        CompileTarget(
-            name="rv64gc",
-            board="RISC-V RV64GC, e.g. SiFive U74 (VisionFive 2)",
-            triple="riscv64-linux-gnu",
-            llvm={"kind": "llvm", "mtriple": "riscv64-linux-gnu", "mcpu": "generic-rv64", "mattr": _RV_ATTRS,
-                  "mabi": "lp64d"},
-            cflags=("-march=rv64gc", "-mabi=lp64d"),
-            cross_prefix="riscv64-linux-gnu-",
-            compiler_package="gcc-riscv64-linux-gnu",
-            qemu=("qemu-riscv64", "-cpu", "rv64"),
-        ),
-        CompileTarget(
-            name="rv64gcv",
-            board="RISC-V RV64GCV, RVV 1.0 (e.g. Banana Pi BPI-F3, VLEN 256)",
-            triple="riscv64-linux-gnu",
-            llvm={"kind": "llvm", "mtriple": "riscv64-linux-gnu", "mcpu": "generic-rv64",
-                  "mattr": [*_RV_ATTRS, "+v"], "mabi": "lp64d"},
-            cflags=("-march=rv64gcv", "-mabi=lp64d"),
-            cross_prefix="riscv64-linux-gnu-",
-            compiler_package="gcc-riscv64-linux-gnu",
-            qemu=("qemu-riscv64", "-cpu", "rv64,v=true,vlen=256,vext_spec=v1.0"),
-            notes="vector code comes from TVM's LLVM; Debian 12's GCC 12 does not auto-vectorize for RVV",
-        ),
+        _riscv("rv64gc", "RISC-V RV64GC, e.g. SiFive U74 (VisionFive 2)", vector=False, qemu_cpu="rv64"),
+        _riscv("rv64gcv", "RISC-V RV64GCV, RVV 1.0 (e.g. Banana Pi BPI-F3, VLEN 256)", vector=True,
+               qemu_cpu="rv64,v=true,vlen=256,vext_spec=v1.0",
+               notes="vector code comes from TVM's LLVM; Debian 12's GCC 12 does not auto-vectorize for RVV"),
         CompileTarget(
             name="x86_64",
             board="this host (x86-64-v3: AVX2, FMA), for parity checks and host benchmarks",
