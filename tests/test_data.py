@@ -115,9 +115,9 @@ def test_rgba_and_palette_images_convert_to_rgb(tmp_path):
 
 def test_colour_or_16bit_masks_are_refused(tmp_path):
     write_pair(tmp_path / "ISIC_0000001.jpg", tmp_path / "ISIC_0000001_segmentation.png")
-    Image.new("RGB", (40, 32)).save(tmp_path / "ISIC_0000001_segmentation.png")
+    Image.new("RGB", (40, 32), (0, 128, 255)).save(tmp_path / "ISIC_0000001_segmentation.png")
     (pair,) = find_pairs(tmp_path)
-    with pytest.raises(DataError, match="mask mode 'RGB'"):
+    with pytest.raises(DataError, match="mask mode 'RGB' has real colour"):
         load_pair(pair, 32)
     Image.new("I;16", (40, 32)).save(tmp_path / "ISIC_0000001_segmentation.png")
     with pytest.raises(DataError, match="mask mode 'I;16'"):
@@ -142,3 +142,65 @@ def test_augmentation_moves_image_and_mask_together():
     assert not torch.equal(out_masks, masks)  # something was flipped or rotated
     agreement = ((out_images[:, 0] > 0.5) == out_masks[:, 0].bool()).float().mean()
     assert agreement > 0.99
+
+
+def _ph2_nested(root, stem="IMD004"):
+    """PH2's own layout: IMDxxx/IMDxxx_Dermoscopic_Image/IMDxxx.bmp + IMDxxx/IMDxxx_lesion/IMDxxx_lesion.bmp,
+    the mask a 24-bit RGB BMP with three equal channels (as PH2 ships it)."""
+    case = root / "PH2Dataset" / "PH2 Dataset images" / stem
+    image, mask = case / f"{stem}_Dermoscopic_Image" / f"{stem}.bmp", case / f"{stem}_lesion" / f"{stem}_lesion.bmp"
+    write_pair(image, mask)
+    Image.open(mask).convert("RGB").save(mask)
+    return image, mask
+
+
+def test_ph2_nested_rgb_masks_load_as_grayscale(tmp_path):
+    _, mask = _ph2_nested(tmp_path)
+    assert Image.open(mask).mode == "RGB"
+    (pair,) = find_pairs(tmp_path)
+    image, loaded = load_pair(pair, None)
+    assert image.shape == (32, 40, 3) and loaded.dtype == bool and loaded.sum() == 16 * 20
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "P", "LA"])
+def test_grey_masks_in_other_modes_load(tmp_path, mode):
+    write_pair(tmp_path / "ISIC_0000001.jpg", tmp_path / "ISIC_0000001_segmentation.png")
+    mask_path = tmp_path / "ISIC_0000001_segmentation.png"
+    Image.open(mask_path).convert(mode).save(mask_path)
+    (pair,) = find_pairs(tmp_path)
+    assert load_pair(pair, None)[1].sum() == 16 * 20
+
+
+def test_colour_mask_in_ph2_layout_names_the_file(tmp_path):
+    _, mask = _ph2_nested(tmp_path)
+    rgb = np.asarray(Image.open(mask)).copy()
+    rgb[0, 0] = (255, 0, 0)
+    Image.fromarray(rgb).save(mask)
+    (pair,) = find_pairs(tmp_path)
+    with pytest.raises(DataError, match=r"IMD004_lesion\.bmp: mask mode 'RGB' has real colour"):
+        load_pair(pair, None)
+
+
+def test_mask_without_image_is_an_error(tmp_path):
+    write_pair(tmp_path / "images" / "ISIC_0000001.jpg", tmp_path / "masks" / "ISIC_0000001_segmentation.png")
+    write_pair(tmp_path / "images" / "ISIC_0000002.jpg", tmp_path / "masks" / "ISIC_0000002_segmentation.png")
+    (tmp_path / "images" / "ISIC_0000002.jpg").unlink()
+    (tmp_path / "masks" / "ISIC_0000003_superpixels.png").write_bytes(b"")  # ISIC 2017 ships these: not masks
+    with pytest.raises(DataError, match=r"ISIC_0000002_segmentation\.png: a mask without its image"):
+        find_pairs(tmp_path)
+    _, mask = _ph2_nested(tmp_path / "ph2", "IMD010")
+    _ph2_nested(tmp_path / "ph2", "IMD011")[0].unlink()
+    with pytest.raises(DataError, match=r"IMD011_lesion\.bmp: a mask without its image"):
+        find_pairs(tmp_path / "ph2")
+    write_pair(tmp_path / "gen" / "images" / "a.png", tmp_path / "gen" / "masks" / "a.png")
+    write_pair(tmp_path / "gen" / "elsewhere" / "b.png", tmp_path / "gen" / "masks" / "b.png")
+    with pytest.raises(DataError, match=r"masks/b\.png: a mask without its image"):
+        find_pairs(tmp_path / "gen", layout="generic")
+
+
+def test_decompression_bomb_names_the_file(tmp_path, monkeypatch):
+    write_pair(tmp_path / "ISIC_0000001.jpg", tmp_path / "ISIC_0000001_segmentation.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 300)  # 40x32 = 1280 pixels is over twice the limit
+    (pair,) = find_pairs(tmp_path)
+    with pytest.raises(DataError, match=r"ISIC_0000001\.jpg: refusing to decode: .*decompression bomb"):
+        load_pair(pair, None)

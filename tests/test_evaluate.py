@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 
@@ -55,3 +56,23 @@ def test_corrupt_and_foreign_checkpoints(tmp_path, tiny_isic):
         load_float_model(tmp_path / "plain.pt")
     out = _evaluate("--checkpoint", str(bad), "--data", str(tiny_isic))
     assert out.returncode == 2 and "bad.pt" in out.stderr
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (os.system, ("echo this would run",))
+
+
+def test_empty_and_unsafe_checkpoints(tmp_path, tiny_isic):
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    with pytest.raises(CheckpointError, match=r"empty\.pt: the file is empty"):
+        load_float_model(empty)
+    unsafe = tmp_path / "unsafe.pt"
+    torch.save({"format": FLOAT_FORMAT, "model": _RunsCode()}, unsafe)
+    with pytest.raises(CheckpointError, match=r"unsafe\.pt: refused: .*system.*arbitrary code execution.*trusted"):
+        load_float_model(unsafe)
+    out = _evaluate("--checkpoint", str(empty), "--data", str(tiny_isic))
+    assert out.returncode == 2 and "empty.pt" in out.stderr and "Traceback" not in out.stderr
+    out = _evaluate("--data", str(tiny_isic), "--size", "100")
+    assert out.returncode == 2 and "--size 100: sides must be multiples of 64" in out.stderr

@@ -1,15 +1,17 @@
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 from conftest import REPO
 
 import ucm.train as train_module
-from ucm.checkpoint import CheckpointError, load_float_model
+from ucm.checkpoint import CheckpointError, load_float_model, save_checkpoint
 from ucm.train import TrainConfig, TrainingError, train
 
 
@@ -86,3 +88,58 @@ def test_distributed_data_parallel_two_processes(tiny_isic, tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     assert "2 process(es)" in out.stdout
     assert (tmp_path / "ddp" / "last.pt").exists() and (tmp_path / "ddp" / "best.pt").exists()
+
+
+@pytest.mark.parametrize("killed_in", ["write_log", "save_checkpoint"])
+def test_kill_at_any_write_keeps_log_and_checkpoint_consistent(tiny_isic, tmp_path, monkeypatch, killed_in):
+    """A kill while epoch 2 is being written (its log row, or its last.pt); --resume then continues to a log
+    with every epoch exactly once."""
+    real = getattr(train_module, killed_in)
+
+    def killed(a, b):  # write_log(path, rows) / save_checkpoint(state, path)
+        if killed_in == "write_log":
+            epoch, name = (b[-1]["epoch"] if b else 0), "log.jsonl"
+        else:
+            epoch, name = a["epoch"], Path(b).name
+        if epoch == 2 and name in ("log.jsonl", "last.pt"):
+            raise KeyboardInterrupt
+        return real(a, b)
+
+    monkeypatch.setattr(train_module, killed_in, killed)
+    with pytest.raises(KeyboardInterrupt):
+        train(_cfg(tiny_isic, tmp_path / "run", epochs=3))
+    monkeypatch.setattr(train_module, killed_in, real)
+    train(_cfg(tiny_isic, tmp_path / "run", epochs=3, resume=True))
+    log = [json.loads(line)["epoch"] for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert log == [1, 2, 3]
+    assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["epoch"] == 3
+
+
+def test_resume_refuses_what_it_cannot_continue(tiny_isic, tmp_path):
+    run = tmp_path / "run"
+    train(_cfg(tiny_isic, run, epochs=1))
+    with pytest.raises(TrainingError, match=r"started with --size 128 \(now 192\)"):
+        train(_cfg(tiny_isic, run, epochs=2, size=192, resume=True))
+    other = tmp_path / "other_data"
+    shutil.copytree(tiny_isic, other)
+    with pytest.raises(TrainingError, match="started with --data .*isic"):
+        train(_cfg(other, run, epochs=2, resume=True))
+    state = torch.load(run / "last.pt", weights_only=True)
+    save_checkpoint({**state, "format": "ucm-edge/int8-v1"}, run / "last.pt")
+    with pytest.raises(CheckpointError, match="resume it with python -m quantize.train"):
+        train(_cfg(tiny_isic, run, epochs=2, resume=True))
+    shutil.copyfile(run / "best.pt", run / "last.pt")
+    with pytest.raises(CheckpointError, match="weights only .*not a training state"):
+        train(_cfg(tiny_isic, run, epochs=2, resume=True))
+    out = subprocess.run([sys.executable, "-m", "ucm.train", "--data", str(tiny_isic), "--out", str(run), "--resume",
+                          "--size", "128", "--no-progress"], cwd=REPO, capture_output=True, text=True)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
+
+
+def test_size_that_the_model_cannot_take(tiny_isic, tmp_path):
+    with pytest.raises(TrainingError, match="--size 100: sides must be multiples of 64 and at least 128"):
+        train(_cfg(tiny_isic, tmp_path / "run", size=100))
+    out = subprocess.run([sys.executable, "-m", "ucm.train", "--data", str(tiny_isic), "--size", "100",
+                          "--out", str(tmp_path / "cli")], cwd=REPO, capture_output=True, text=True)
+    assert out.returncode == 2 and "multiples of 64" in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "cli").exists()

@@ -51,11 +51,22 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: the file is empty (0 bytes): an interrupted copy or save; use another checkpoint")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError) as e:
+    except pickle.UnpicklingError as e:
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        blocked = next((line for line in lines if "GLOBAL" in line or "Unsupported" in line), lines[-1] if lines else "")
         raise CheckpointError(
-            f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+            f"{path}: refused: it holds Python objects beyond tensors and plain data ({blocked[:300]}). Loading it "
+            "anyway (weights_only=False) can result in arbitrary code execution: do that only if you got the file "
+            "from a trusted source, then save its plain state_dict again"
+        ) from e
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
+        first_line = (str(e).splitlines() or [""])[0][:200]
+        raise CheckpointError(
+            f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {first_line or 'no detail'}); "
             "the file may be truncated or not a checkpoint at all"
         ) from e
     if not isinstance(ckpt, dict) or "format" not in ckpt or "model" not in ckpt:

@@ -11,8 +11,10 @@ Layouts (`find_pairs(root, layout=...)`; `auto` picks the first that matches):
 
 Decoding rules (`load_pair`): images must be 8-bit RGB; RGBA is converted to RGB by dropping alpha and a
 palette image is expanded to RGB (both unambiguous); grayscale, 16-bit, float and CMYK images are refused.
-Masks must be 8-bit single channel (or 1-bit), the same size as their image; they are thresholded at 127.
-Anything unreadable raises `DataError` naming the file. Nothing is skipped silently.
+Masks must be 8-bit single channel (or 1-bit, or RGB / RGBA / palette with equal colour channels, read as
+grayscale), the same size as their image; they are thresholded at 127. Anything unreadable, an image over PIL's
+decompression-bomb limit, and a mask without its image raise `DataError` naming the file. Nothing is skipped
+silently.
 """
 
 from __future__ import annotations
@@ -101,11 +103,41 @@ def _match_layout(root: Path, files: list[Path], layout: Layout) -> list[Pair] |
             tried = ", ".join(pat.format(stem=image.stem) for pat in layout.mask_patterns)
             raise DataError(f"{image}: no mask found (layout '{layout.name}', looked for {tried} under {root})")
         pairs.append(Pair(image.stem, image, mask))
+    _refuse_orphan_masks(layout, root, files, images, {p.mask for p in pairs}, masks_by_name)
     ids = [p.id for p in pairs]
     if len(set(ids)) != len(ids):
         dup = sorted({i for i in ids if ids.count(i) > 1})[:5]
         raise DataError(f"{root}: image ids appear more than once: {dup}")
     return pairs
+
+
+def _mask_name_regex(layout: Layout) -> re.Pattern:
+    """File names that are masks of this layout: a mask pattern around an image stem of the layout."""
+    stem = layout.image_stem.pattern.removeprefix("^").removesuffix("$")
+    alternatives = [re.escape(p).replace(re.escape("{stem}"), f"(?:{stem})") for p in layout.mask_patterns]
+    return re.compile(f"^(?:{'|'.join(alternatives)})$")
+
+
+def _refuse_orphan_masks(layout: Layout, root: Path, files: list[Path], images: list[Path], used: set[Path],
+                         masks_by_name: dict[str, Path]) -> None:
+    """A mask whose image is missing is an error (a lost image would silently shrink the data set)."""
+    if layout.needs_image_mask_dirs:
+        candidates = set(masks_by_name.values())
+    else:
+        is_mask = _mask_name_regex(layout).match
+        image_set = set(images)
+        candidates = {p for p in files if p not in image_set and is_mask(p.name)}
+    orphans = sorted(candidates - used)
+    duplicate = next((p for p in orphans if masks_by_name.get(p.name) in used), None)
+    if duplicate is not None:
+        raise DataError(f"{duplicate}: a second mask named like {masks_by_name[duplicate.name]}, which its image "
+                        "uses; remove one of the two so that the pair is not ambiguous")
+    if orphans:
+        more = f" (and {len(orphans) - 1} more)" if len(orphans) > 1 else ""
+        raise DataError(
+            f"{orphans[0]}: a mask without its image{more} (layout '{layout.name}' under {root}); restore the "
+            "image or remove the mask, so that no pair is skipped silently"
+        )
 
 
 def read_split_csv(csv_path: Path, split: str, split_column: str | None = None) -> set[str]:
@@ -178,6 +210,10 @@ def _open(path: Path) -> Image.Image:
     try:
         img = Image.open(path)
         img.load()
+    except Image.DecompressionBombError as e:
+        raise DataError(
+            f"{path}: refusing to decode: {e} Downscale the file, or remove the pair if it is not a real image"
+        ) from e
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         raise DataError(f"{path}: cannot decode this image ({e}); re-export it or remove the pair") from e
     return img
@@ -197,12 +233,23 @@ def load_image(path: Path) -> Image.Image:
 
 
 def load_mask(path: Path) -> Image.Image:
-    """An 8-bit single-channel mask (1-bit is widened). Colour or 16-bit masks are refused."""
+    """An 8-bit single-channel mask. 1-bit is widened; RGB, RGBA, palette and LA masks whose colour channels are
+    equal everywhere (PH2 ships 24-bit BMPs) are read as grayscale. Real colour or 16-bit masks are refused."""
     img = _open(path)
     if img.mode == "L":
         return img
     if img.mode == "1":
         return img.convert("L")
+    if img.mode == "LA":
+        return img.getchannel("L")
+    if img.mode in ("RGB", "RGBA", "P", "PA"):
+        rgb = np.asarray(img.convert("RGB"))
+        if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2]):
+            return Image.fromarray(rgb[..., 0])
+        raise DataError(
+            f"{path}: mask mode '{img.mode}' has real colour (its red, green and blue differ); a mask must be "
+            "grayscale 0/255: save it as 8-bit grayscale"
+        )
     raise DataError(f"{path}: mask mode '{img.mode}' is not 8-bit single channel; save it as 8-bit grayscale 0/255")
 
 

@@ -23,6 +23,7 @@ from tqdm import tqdm
 from ucm.checkpoint import CheckpointError, atomic_write_bytes, load_checkpoint, model_from_checkpoint
 from ucm.data import LAYOUT_NAMES, DataError, PairTensors, find_pairs, load_tensors
 from ucm.metrics import SegmentationMeter, binarize_logits
+from ucm.model import input_size_problem
 
 Predictor = Callable[[torch.Tensor], torch.Tensor]
 """Maps float images [B, 3, H, W] in [0, 1] to logits [B, 1, H, W] (on the CPU)."""
@@ -122,6 +123,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="auto", help="auto, cpu or cuda")
     args = ap.parse_args(argv)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    problem = input_size_problem(args.size, args.size)
+    if problem:
+        print(f"error: --size {args.size}: {problem}", file=sys.stderr)
+        return 2
     try:
         pairs = find_pairs(args.data, args.layout, split_csv=args.split_csv, split=args.split)
         data = load_tensors(pairs, args.size)

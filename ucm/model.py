@@ -62,6 +62,14 @@ class UCMNetConfig:
         return 4 * (enc + dec)
 
 
+def input_size_problem(height: int, width: int) -> str | None:
+    """Why UCM-Net cannot take a height x width input, or None: six halvings must divide evenly, and the
+    1/64-scale bottleneck needs more than one pixel for its plane norm."""
+    if height % 64 or width % 64 or min(height, width) < 128:
+        return "sides must be multiples of 64 and at least 128 (e.g. 128, 192, 256)"
+    return None
+
+
 def _to_tokens(x: torch.Tensor) -> torch.Tensor:
     return x.flatten(2).transpose(1, 2)
 
@@ -170,10 +178,9 @@ class UCMNet(nn.Module):
         self.final = nn.Conv2d(config.final_channels, config.num_classes, 1)
 
     def forward(self, x: torch.Tensor):
-        h, w = x.shape[-2:]
-        if h % 64 or w % 64 or min(h, w) < 128:
-            # six halvings must divide evenly, and the 1/64-scale bottleneck needs > 1 pixel for its plane norm
-            raise ValueError(f"UCM-Net needs H and W to be multiples of 64 and at least 128, got input of shape {tuple(x.shape)}")
+        problem = input_size_problem(*x.shape[-2:])
+        if problem:
+            raise ValueError(f"UCM-Net input of shape {tuple(x.shape)}: {problem}")
         head_size = tuple(x.shape[-2:]) if self.training else None
         x = F.relu(F.max_pool2d(self.stem_gn(self.stem(x)), 2))
         skips = [x]

@@ -14,7 +14,6 @@ val mIoU so far) and `OUT/log.jsonl` (one line per epoch), each atomically.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -28,15 +27,12 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from ucm.checkpoint import FLOAT_FORMAT, CheckpointError, atomic_write_bytes, load_checkpoint, save_checkpoint
+from ucm.checkpoint import FLOAT_FORMAT, CheckpointError, save_checkpoint
 from ucm.data import LAYOUT_NAMES, DataError, JointAugment, PairTensors, find_pairs, load_tensors
 from ucm.evaluate import predict_masks, score, torch_predictor
 from ucm.losses import group_loss
-from ucm.model import UCMNetConfig, build_model
-
-
-class TrainingError(RuntimeError):
-    """Training cannot go on; the message says why and what to do."""
+from ucm.model import UCMNetConfig, build_model, input_size_problem
+from ucm.run_state import TrainingError, load_training_state, read_log, rng_state, set_rng_state, write_log
 
 
 @dataclass
@@ -88,31 +84,6 @@ def split_data(cfg: TrainConfig) -> tuple[list, list]:
     return train, val
 
 
-def _write_log(path: Path, rows: list[dict]) -> None:
-    atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in rows).encode())
-
-
-def _read_log(path: Path, upto_epoch: int) -> list[dict]:
-    if not path.exists():
-        return []
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [r for r in rows if r["epoch"] <= upto_epoch]
-
-
-def _rng_state(shuffle: torch.Generator) -> dict:
-    state = {"torch": torch.get_rng_state(), "shuffle": shuffle.get_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict, shuffle: torch.Generator) -> None:
-    torch.set_rng_state(state["torch"])
-    shuffle.set_state(state["shuffle"])
-    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 def load_split(cfg: TrainConfig, device: torch.device, progress: bool = True) -> tuple[PairTensors, PairTensors]:
     """Decode the train and val pairs into memory; the train set goes to `device` (~0.3 GB at 256x256) so
     batches are sliced there, the val set stays on the CPU."""
@@ -156,6 +127,9 @@ def train(
     `model` defaults to a fresh UCM-Net; `prepare(model, train_data, device)` runs once before the first epoch
     of a new run (the int8 stage calibrates its quantizers there); `record` is stored in every checkpoint.
     """
+    problem = input_size_problem(cfg.size, cfg.size)
+    if problem:
+        raise TrainingError(f"--size {cfg.size}: {problem}")
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     rank, world = 0, 1
     device = resolve_device(cfg.device)
@@ -181,14 +155,15 @@ def train(
     if cfg.resume:
         if not (out / "last.pt").exists():
             raise CheckpointError(f"{out / 'last.pt'}: nothing to resume (train without --resume to start)")
-        ckpt = load_checkpoint(out / "last.pt", map_location="cpu")
+        ckpt = load_training_state(out / "last.pt", asdict(cfg), checkpoint_format)
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
-        _set_rng_state(ckpt["rng"], shuffle)
+        set_rng_state(ckpt["rng"], shuffle)
         start_epoch, best_miou = ckpt["epoch"], ckpt["best_miou"]
-        log = _read_log(out / "log.jsonl", start_epoch)
+        log = read_log(out / "log.jsonl", start_epoch)
         if main_process:
+            write_log(out / "log.jsonl", log)  # drops a row written for an epoch whose last.pt was not
             print(f"resumed from {out / 'last.pt'} after epoch {start_epoch} (best val mIoU {best_miou:.4f})")
     elif main_process and (out / "last.pt").exists():
         raise TrainingError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
@@ -237,6 +212,8 @@ def train(
             "seconds": round(time.perf_counter() - t0, 2),
         }
         log.append(row)
+        # The log row first, last.pt last: a kill in between leaves a row that --resume drops and recomputes.
+        write_log(out / "log.jsonl", log)
         weights = model_checkpoint(model, cfg, checkpoint_format, epoch + 1, metrics, record)
         if metrics["miou"] > best_miou:
             best_miou = metrics["miou"]
@@ -245,10 +222,9 @@ def train(
             "best_miou": best_miou,
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
-            "rng": _rng_state(shuffle),
+            "rng": rng_state(shuffle),
         }
         save_checkpoint({**weights, **training_state}, out / "last.pt")
-        _write_log(out / "log.jsonl", log)
         print(
             f"epoch {epoch + 1:3d}/{cfg.epochs}  loss {train_loss:.4f}  val mIoU {100 * metrics['miou']:.2f}  "
             f"mDice {100 * metrics['mdice']:.2f}  best {100 * best_miou:.2f}  ({row['seconds']:.1f}s)",
