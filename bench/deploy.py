@@ -4,18 +4,22 @@
 (size + SHA-256 on both ends) and make it executable. Images go up as binary PPMs in chunks; after each
 chunk the masks, logits and timings come back and `progress.json` records the finished images, so an
 interrupted run (or a dropped connection) resumes from the last finished image; a finished run, run again,
-measures again.
+measures again. What is resumed is keyed by content: the runner's SHA-256, the caller's context (the ONNX and
+float checkpoint hashes) and each image's pixels; an image whose pixels changed under the same name is run
+afresh, and a changed runner or context starts the whole run afresh.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 from tqdm import tqdm
 
+from bench.report import write_json_atomic
 from compile.runner_io import read_logits, read_pgm, read_timings, write_ppm
 from targets.transport import CommandFailedError, Transport, sha256_file
 
@@ -27,12 +31,37 @@ class DeviceResults:
     logits: np.ndarray  # [N, H, W] float32
     micros: list[int]  # per image, in the order of names
     resumed: int = 0  # images taken from an earlier interrupted run
+    discarded: list[str] = field(default_factory=list)  # why results of an earlier run were not reused
 
 
-def _write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    tmp.replace(path)
+def image_sha256(image: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(image).tobytes()).hexdigest()
+
+
+def _resume_state(state_path: Path, runner_sha: str, context: dict[str, str], names: list[str],
+                  digests: list[str]) -> tuple[dict, list[str]]:
+    """The progress to continue from, and what of an earlier run was not reused (and why)."""
+    fresh = {"runner_sha256": runner_sha, "context": context, "images": {}}
+    if not state_path.is_file():
+        return fresh, []
+    state = json.loads(state_path.read_text())
+    if state.get("complete"):
+        return fresh, []  # a finished run, run again, measures again
+    if "images" not in state:
+        return fresh, [f"{state_path} is from an older ucm-edge: every image runs afresh"]
+    if state.get("runner_sha256") != runner_sha:
+        return fresh, ["the runner changed since the interrupted run: every image runs afresh"]
+    if state.get("context") != context:
+        changed = sorted(k for k in {*context, *state.get("context", {})} if state["context"].get(k) != context.get(k))
+        return fresh, [f"{', '.join(changed)} changed since the interrupted run: every image runs afresh"]
+    done = state["images"]
+    changed = [n for n, d in zip(names, digests) if n in done and done[n]["sha256"] != d]
+    for name in changed:
+        del done[name]
+    if changed:
+        return state, [f"{len(changed)} images have other pixels than in the interrupted run under the same name "
+                       f"(e.g. {changed[0]}): they run afresh"]
+    return state, []
 
 
 def flash(transport: Transport, runner: Path, timeout_s: float) -> PurePosixPath:
@@ -43,19 +72,18 @@ def flash(transport: Transport, runner: Path, timeout_s: float) -> PurePosixPath
 
 
 def run_on_board(transport: Transport, runner: Path, names: list[str], images: np.ndarray, out: Path,
-                 chunk: int = 8, timeout_s: float = 600, progress: bool = True) -> DeviceResults:
-    """Masks, logits and per-image microseconds of the board's runner for uint8 images [N, H, W, 3]."""
+                 chunk: int = 8, timeout_s: float = 600, progress: bool = True,
+                 context: dict[str, str] | None = None) -> DeviceResults:
+    """Masks, logits and per-image microseconds of the board's runner for uint8 images [N, H, W, 3].
+    `context`: hashes of what else the run's results depend on (resumed only where they are equal)."""
     local = out / "device"
     local_in = out / "inputs"
     local.mkdir(parents=True, exist_ok=True)
     local_in.mkdir(parents=True, exist_ok=True)
     state_path = out / "progress.json"
-    runner_sha = sha256_file(runner)
-    state = json.loads(state_path.read_text()) if state_path.is_file() else {}
-    if state.get("runner_sha256") != runner_sha or state.get("complete"):
-        # a different build, or a finished run (run again = measure again): start afresh
-        state = {"runner_sha256": runner_sha, "micros": {}}
-    done: dict[str, int] = state["micros"]
+    digests = [image_sha256(image) for image in images]
+    state, discarded = _resume_state(state_path, sha256_file(runner), context or {}, names, digests)
+    done: dict[str, dict] = state["images"]
     resumed = sum(1 for n in names if n in done)
     todo = [i for i, n in enumerate(names) if n not in done]
     h, w = images.shape[1:3]
@@ -87,12 +115,12 @@ def run_on_board(transport: Transport, runner: Path, names: list[str], images: n
             for i in batch:
                 for ext in ("pgm", "f32"):
                     transport.get(remote_out / f"{names[i]}.{ext}", local / f"{names[i]}.{ext}")
-                done[names[i]] = micros[names[i]]
-            _write_json_atomic(state_path, state)
+                done[names[i]] = {"sha256": digests[i], "micros": micros[names[i]]}
+            write_json_atomic(state_path, state)
             bar.update(len(batch))
         bar.close()
     state["complete"] = True
-    _write_json_atomic(state_path, state)
+    write_json_atomic(state_path, state)
     masks = np.stack([read_pgm(local / f"{n}.pgm") for n in names])
     logits = np.stack([read_logits(local / f"{n}.f32", h, w) for n in names])
-    return DeviceResults(names, masks, logits, [done[n] for n in names], resumed)
+    return DeviceResults(names, masks, logits, [done[n]["micros"] for n in names], resumed, discarded)

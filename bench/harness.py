@@ -26,7 +26,7 @@ from compile.check import onnx_logits
 from compile.runner_io import load_metadata
 from compile.targets import get_target
 from targets.board import BOARDS_DIR, Board, load_board
-from targets.transport import Transport
+from targets.transport import Transport, sha256_file
 from targets.transport_local import LocalTransport, QemuTransport
 from targets.transport_ssh import SSHTransport
 from ucm.checkpoint import load_float_model
@@ -115,7 +115,7 @@ def run(cfg: RunConfig) -> dict:
     board, emulated = resolve_board(cfg)
     out = cfg.out_dir()
     out.mkdir(parents=True, exist_ok=True)
-    onnx = cfg.model_dir / "ucm_int8.onnx"
+    onnx, float_checkpoint = cfg.model_dir / "ucm_int8.onnx", cfg.model_dir / "ucm_float.pt"
     bundle_dir = cfg.bundle_dir or ROOT / "dist" / board.target
     meta = ensure_bundle(board.target, onnx, bundle_dir)
     size = meta["input"]["height"]
@@ -128,15 +128,18 @@ def run(cfg: RunConfig) -> dict:
     transport = make_transport(board, emulated, out / "board_work", cfg.trust_new_host)
     _log(f"board {board.name}: {transport.describe()}" + ("  [EMULATED: latency not representative]" if emulated else ""))
     try:
+        context = {"onnx_sha256": sha256_file(onnx), "float_checkpoint_sha256": sha256_file(float_checkpoint)}
         device = run_on_board(transport, bundle_dir / "ucm_runner", data.ids, images, out, cfg.chunk,
-                              board.ssh.command_timeout_s, cfg.progress)
+                              board.ssh.command_timeout_s, cfg.progress, context)
     finally:
         transport.close()
+    for note in device.discarded:
+        _log(note)
     if device.resumed:
         _log(f"resumed: {device.resumed} images were finished by an earlier run")
 
     _log("host references: float PyTorch and int8 ONNX Runtime")
-    float_logits, float_ms, float_label = float_reference(cfg.model_dir / "ucm_float.pt", images)
+    float_logits, float_ms, float_label = float_reference(float_checkpoint, images)
     ref_logits = onnx_logits(onnx, images)
     metrics = parity_metrics(device.masks > 127, float_logits > 0, truth, device.logits, ref_logits, ref_logits > 0)
     lat = latency_stats(device.micros)

@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         report = run(cfg)
     except (ValueError, RuntimeError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return 2
     except KeyboardInterrupt:
         print(f"\ninterrupted: finished images are kept in {cfg.out_dir()}; run the same command to resume",
               file=sys.stderr)

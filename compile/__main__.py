@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
         bundle = compile_bundle(cfg)
     except (ValueError, RuntimeError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return 2
     print(size_report(bundle.metadata))
     print(f"bundle: {bundle.dir}" + (f"  runner: {bundle.runner}" if bundle.runner else ""))
     return 0

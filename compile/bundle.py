@@ -150,7 +150,16 @@ def compile_bundle(cfg: CompileConfig) -> Bundle:
     if cfg.build:
         target.require_compiler()  # fail before minutes of compiling, not after
     out = cfg.out_dir()
-    out.mkdir(parents=True, exist_ok=True)
+    created = not out.exists()
+    try:
+        return _compile_into(cfg, target, kernels, out)
+    except BaseException:
+        if created:  # leave nothing half-written behind
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _compile_into(cfg: CompileConfig, target: CompileTarget, kernels: str, out: Path) -> Bundle:
     started = time.perf_counter()
 
     _log(f"import {cfg.onnx}")
@@ -194,6 +203,8 @@ def compile_bundle(cfg: CompileConfig) -> Bundle:
 
     tvm_target = {"kind": "c"} if kernels == "c" else target.llvm
     _log(f"generate kernels for {json.dumps(tvm_target)}")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metadata.json").unlink(missing_ok=True)  # a half-rewritten bundle is never taken as complete
     stale = out / ("kernels.o" if kernels == "c" else "kernels.c")
     stale.unlink(missing_ok=True)
     build_kernels(kmod, tvm_target, out)

@@ -7,12 +7,26 @@ from pathlib import Path
 import numpy as np
 import onnx
 import tvm
+from google.protobuf.message import DecodeError
 from tvm.relax.frontend.onnx import from_onnx
 from tvm.relax.frontend.onnx.onnx_frontend import _get_convert_map
 
 
 class UnsupportedOpError(ValueError):
-    """An ONNX node TVM's Relax frontend cannot import; the message names the node and its op."""
+    """An ONNX node TVM's Relax frontend cannot import, or the static executor cannot run; the message names the
+    node and its op."""
+
+
+# Ops TVM imports but a static executor (fixed shapes, one arena, every op a TIR kernel) cannot run, and why.
+STATIC_EXECUTOR_UNSUPPORTED = {
+    "NonMaxSuppression": "its output size depends on the data, and a static executor needs fixed shapes",
+    "NonZero": "its output size depends on the data, and a static executor needs fixed shapes",
+    "Unique": "its output size depends on the data, and a static executor needs fixed shapes",
+    "TopK": "TVM 0.27 lowers it to no TIR kernel (its Relax op stays a call the static executor cannot make)",
+    "Loop": "control flow is not supported by the static executor",
+    "If": "control flow is not supported by the static executor",
+    "Scan": "control flow is not supported by the static executor",
+}
 
 
 def load_onnx(path: Path) -> onnx.ModelProto:
@@ -20,6 +34,10 @@ def load_onnx(path: Path) -> onnx.ModelProto:
         raise FileNotFoundError(f"{path}: no such ONNX file (export one with python -m quantize.export)")
     try:
         model = onnx.load(str(path))
+    except (DecodeError, OSError, ValueError) as e:
+        raise ValueError(f"{path}: not an ONNX file (it does not decode as an ONNX model: {e}); export one with "
+                         "python -m quantize.export") from e
+    try:
         onnx.checker.check_model(model)
     except (onnx.checker.ValidationError, onnx.onnx_cpp2py_export.checker.ValidationError, OSError) as e:
         raise ValueError(f"{path}: not a valid ONNX model: {e}") from e
@@ -33,6 +51,11 @@ def check_supported(model: onnx.ModelProto, path: Path) -> None:
             raise UnsupportedOpError(
                 f"{path}: node '{node.name}' uses ONNX op '{node.op_type}', which TVM's Relax frontend cannot "
                 "import; replace it in the PyTorch model or export with a different opset"
+            )
+        if node.op_type in STATIC_EXECUTOR_UNSUPPORTED:
+            raise UnsupportedOpError(
+                f"{path}: node '{node.name}' uses ONNX op '{node.op_type}': {STATIC_EXECUTOR_UNSUPPORTED[node.op_type]}; "
+                "remove it from the exported graph (run it on the host after the model)"
             )
 
 

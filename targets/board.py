@@ -43,13 +43,32 @@ class Board:
         return self.transport == "ssh" and bool(self.ssh.host)
 
     def with_host(self, user_at_host: str) -> Board:
-        """The board reached at USER@HOST[:PORT] instead of the TOML's host."""
-        user, _, host = user_at_host.rpartition("@")
-        port = self.ssh.port
-        if host.count(":") == 1:
-            host, port_text = host.split(":")
-            port = int(port_text)
-        return replace(self, transport="ssh", ssh=replace(self.ssh, host=host, user=user or self.ssh.user, port=port))
+        """The board reached at USER@HOST[:PORT] (or USER@[IPv6]:PORT) instead of the TOML's host."""
+        user, host, port = parse_host(user_at_host)
+        return replace(self, transport="ssh", ssh=replace(self.ssh, host=host, user=user or self.ssh.user,
+                                                           port=port or self.ssh.port))
+
+
+def parse_host(text: str) -> tuple[str, str, int | None]:
+    """(user, host, port) of USER@HOST[:PORT]; user "" and port None where not given."""
+    user, _, rest = text.rpartition("@")
+    port_text: str | None = None
+    if rest.startswith("["):
+        host, closed, tail = rest[1:].partition("]")
+        if not closed or (tail and not tail.startswith(":")):
+            raise BoardError(f"--host {text}: write an IPv6 address as USER@[ADDRESS]:PORT")
+        port_text = tail[1:] if tail else None
+    elif rest.count(":") == 1:
+        host, port_text = rest.split(":")
+    else:
+        host = rest
+    if not host:
+        raise BoardError(f"--host {text}: no host name; use USER@HOST[:PORT]")
+    if port_text is None:
+        return user, host, None
+    if not (port_text.isascii() and port_text.isdigit() and 1 <= int(port_text) <= 65535):
+        raise BoardError(f"--host {text}: port '{port_text}' is not a number from 1 to 65535; use USER@HOST[:PORT]")
+    return user, host, int(port_text)
 
 
 def _ssh_settings(section: dict, where: str) -> SSHSettings:

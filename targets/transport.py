@@ -81,8 +81,11 @@ class Transport(ABC):
         for local, remote in files:
             self.put(local, remote)
         remotes = [str(remote) for _, remote in files]
-        digests = self.check(["sha256sum", *remotes], timeout_s).stdout.split()[0::2]
-        sizes = self.check(["stat", "-c", "%s", *remotes], timeout_s).stdout.split()
+        # One "DIGEST  NAME" line per file; the name may hold spaces, and a name with a backslash or newline
+        # makes sha256sum escape it and start the line with a backslash.
+        listing = self.check(["sha256sum", *remotes], timeout_s).stdout.splitlines()
+        digests = [line.removeprefix("\\")[:64] for line in listing]
+        sizes = self.check(["stat", "-c", "%s", *remotes], timeout_s).stdout.splitlines()
         for (local, remote), digest, size in zip(files, digests, sizes, strict=True):
             if int(size) != local.stat().st_size or digest != sha256_file(local):
                 raise TransportError(f"board {self.board_name}: upload of {local.name} to {remote} is corrupt "

@@ -1,6 +1,6 @@
-"""A real board over SSH (paramiko). Host keys are verified against known_hosts; an unknown host is
-refused unless the user trusts it explicitly (then it is recorded). Commands are argument lists, quoted
-with shlex for the remote shell. Connection and command timeouts; a dropped connection is reopened."""
+"""A real board over SSH (paramiko). Host keys are verified against known_hosts (`targets.known_hosts`); an
+unknown host is refused unless the user trusts it explicitly (then one line is appended). Commands are argument
+lists, quoted with shlex for the remote shell. Connection and command timeouts; a dropped connection is reopened."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path, PurePosixPath
 import paramiko
 
 from targets.board import Board
+from targets.known_hosts import AppendNewHost, read_known_hosts
 from targets.transport import BoardTimeoutError, CommandResult, Transport, TransportError
 
 RETRIES = 3
@@ -43,10 +44,10 @@ class SSHTransport(Transport):
         s = self.settings
         where = f"board {self.board_name} ({s.user}@{s.host}:{s.port})"
         known_hosts = Path(s.known_hosts).expanduser()
+        known = read_known_hosts(known_hosts)
         client = paramiko.SSHClient()
-        if known_hosts.is_file():
-            client.load_host_keys(str(known_hosts))
-        client.set_missing_host_key_policy(paramiko.AutoAddPolicy() if self.trust_new_host else paramiko.RejectPolicy())
+        known.install(client)
+        client.set_missing_host_key_policy(AppendNewHost(known) if self.trust_new_host else paramiko.RejectPolicy())
         key_file = str(Path(s.key_file).expanduser()) if s.key_file else None
         if key_file and not Path(key_file).is_file():
             raise TransportError(f"{where}: key file {key_file} does not exist; set ssh.key_file in {self.board.path}")
@@ -67,6 +68,8 @@ class SSHTransport(Transport):
                 "ssh.key_file and that its public key is in the board's ~/.ssh/authorized_keys"
             ) from e
         except paramiko.SSHException as e:
+            if "@revoked" in str(e):
+                raise TransportError(f"{where}: {e}: refusing to connect") from e
             if "not found in known_hosts" in str(e):
                 raise TransportError(
                     f"{where}: unknown host key (not in {known_hosts}); verify the board's fingerprint and pass "
@@ -77,9 +80,9 @@ class SSHTransport(Transport):
             raise BoardTimeoutError(f"{where}: no connection within {s.connect_timeout_s:.0f} s") from e
         except OSError as e:
             raise TransportError(f"{where}: cannot connect: {e}") from e
-        if self.trust_new_host:
-            known_hosts.parent.mkdir(parents=True, exist_ok=True)
-            client.save_host_keys(str(known_hosts))
+        if known.is_revoked(client.get_transport().get_remote_server_key()):
+            client.close()
+            raise TransportError(f"{where}: the host key is marked @revoked in {known_hosts}: refusing to connect")
         self._client = client
         self._sftp = None
         return client

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 import socket
+import struct
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
+import paramiko
 import pytest
 
 from bench.deploy import run_on_board
@@ -115,6 +119,55 @@ def test_unknown_host_key_is_refused_unless_trusted(sshd: dict, tmp_path: Path) 
     assert SSHTransport(board).run(["true"], 10).exit_status == 0  # now known
 
 
+def _sk_ed25519_line(host: str) -> str:
+    """A security-key host entry as OpenSSH writes it (paramiko cannot verify this key type)."""
+    def field(data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + data
+    blob = field(b"sk-ssh-ed25519@openssh.com") + field(bytes(range(32))) + field(b"ssh:")
+    return f"{host} sk-ssh-ed25519@openssh.com {base64.b64encode(blob).decode()}"
+
+
+@pytest.mark.parametrize("hashed", [False, True])
+def test_trusting_a_new_host_only_appends_to_known_hosts(sshd: dict, tmp_path: Path, hashed: bool) -> None:
+    other = (sshd["root"] / "other_key.pub").read_text().split()[:2]
+    other_key = " ".join(other)
+    last = f"{paramiko.HostKeys.hash_host('example.org')} {other_key}" if hashed else f"example.org {other_key}"
+    before = ("# boards of the lab\n"
+              f"@cert-authority *.example.com {other_key}\n"
+              f"{paramiko.HostKeys.hash_host('old.example.com')} {other_key}\n"
+              f"github.com,140.82.112.3 {other_key}\n"
+              f"{_sk_ed25519_line('sk.example.com')}\n"
+              f"{last}").encode()  # no newline at the end
+    known_hosts = sshd["root"] / f"rich_known_hosts_{hashed}"
+    known_hosts.write_bytes(before)
+    board = load_board_file(_board_file(tmp_path, sshd, known_hosts=known_hosts.name))
+    with pytest.raises(TransportError, match="unknown host key"):  # and no traceback from the @cert-authority line
+        SSHTransport(board).run(["true"], 10)
+    assert known_hosts.read_bytes() == before
+    trusted = SSHTransport(board, trust_new_host=True)
+    assert trusted.run(["true"], 10).exit_status == 0
+    trusted.close()
+    after = known_hosts.read_bytes()
+    assert after.startswith(before + b"\n")
+    added = after[len(before) + 1:].decode()
+    assert added.count("\n") == 1 and added.endswith("\n")
+    host_key = " ".join((sshd["root"] / "host_key.pub").read_text().split()[:2])
+    assert added.startswith("|1|") == hashed and added.rstrip().endswith(host_key)
+    if not hashed:
+        assert added.startswith(f"[127.0.0.1]:{sshd['port']} ")
+    assert SSHTransport(board).run(["true"], 10).exit_status == 0  # the appended line is read back
+    assert known_hosts.read_bytes() == after
+
+
+def test_revoked_host_key_is_refused(sshd: dict, tmp_path: Path) -> None:
+    host_key = " ".join((sshd["root"] / "host_key.pub").read_text().split()[:2])
+    known_hosts = sshd["root"] / "revoked_known_hosts"
+    known_hosts.write_text(f"[127.0.0.1]:{sshd['port']} {host_key}\n@revoked * {host_key}\n")
+    board = load_board_file(_board_file(tmp_path, sshd, known_hosts=known_hosts.name))
+    with pytest.raises(TransportError, match="@revoked"):
+        SSHTransport(board).run(["true"], 10)
+
+
 def test_changed_host_key_is_refused(sshd: dict, tmp_path: Path) -> None:
     other = (sshd["root"] / "other_key.pub").read_text().split()
     (sshd["root"] / "wrong_known_hosts").write_text(f"[127.0.0.1]:{sshd['port']} {other[0]} {other[1]}\n")
@@ -187,12 +240,72 @@ def test_interrupted_run_resumes(bundles: dict[str, Path], tmp_path: Path, monke
     with pytest.raises(KeyboardInterrupt):
         run_on_board(transport, runner, names, images, tmp_path / "out", chunk=2, progress=False)
     progress = json.loads((tmp_path / "out" / "progress.json").read_text())
-    assert len(progress["micros"]) == 2  # the first chunk is kept
+    assert len(progress["images"]) == 2  # the first chunk is kept
     monkeypatch.setattr(LocalTransport, "run", real_run)
     result = run_on_board(transport, runner, names, images, tmp_path / "out", chunk=2, progress=False)
     assert result.resumed == 2 and len(result.micros) == 4 and result.masks.shape == (4, 256, 256)
     again = run_on_board(transport, runner, names, images, tmp_path / "out", chunk=2, progress=False)
     assert again.resumed == 0  # a finished run is measured afresh
+
+
+def _interrupt_second_chunk(monkeypatch: pytest.MonkeyPatch) -> None:
+    real_run = LocalTransport.run
+    calls = {"runner": 0}
+
+    def flaky(self, argv, timeout_s):
+        if argv[0].endswith("ucm_runner"):
+            calls["runner"] += 1
+            if calls["runner"] == 2:
+                raise KeyboardInterrupt
+        return real_run(self, argv, timeout_s)
+
+    monkeypatch.setattr(LocalTransport, "run", flaky)
+
+
+def test_resume_is_keyed_by_content(bundles: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An interrupted run resumed on other images of the same names (another --data) or with another ONNX /
+    float checkpoint must not reuse the old board results."""
+    names, images = load_images(SAMPLE, 256, 4)
+    other = images[::-1, ::-1].copy()  # other pixels, the same names
+    runner = bundles["x86_64"] / "ucm_runner"
+    transport = LocalTransport("host", tmp_path / "work")
+    context = {"onnx_sha256": "a" * 64, "float_checkpoint_sha256": "b" * 64}
+    with monkeypatch.context() as m:
+        _interrupt_second_chunk(m)
+        with pytest.raises(KeyboardInterrupt):
+            run_on_board(transport, runner, names, images, tmp_path / "out", chunk=2, progress=False, context=context)
+    result = run_on_board(transport, runner, names, other, tmp_path / "out", chunk=2, progress=False, context=context)
+    fresh = run_on_board(transport, runner, names, other, tmp_path / "fresh", chunk=2, progress=False)
+    assert result.resumed == 0 and "other pixels" in result.discarded[0]
+    assert np.array_equal(result.masks, fresh.masks)
+    with monkeypatch.context() as m:
+        _interrupt_second_chunk(m)
+        with pytest.raises(KeyboardInterrupt):
+            run_on_board(transport, runner, names, images, tmp_path / "ctx", chunk=2, progress=False, context=context)
+    changed = {**context, "onnx_sha256": "c" * 64}
+    result = run_on_board(transport, runner, names, images, tmp_path / "ctx", chunk=2, progress=False, context=changed)
+    assert result.resumed == 0 and result.discarded == ["onnx_sha256 changed since the interrupted run: every image "
+                                                        "runs afresh"]
+
+
+def test_host_option_and_work_dir_with_spaces(tmp_path: Path) -> None:
+    board = load_board("rpi4")
+    assert board.with_host("pi@[::1]:2200").ssh.host == "::1" and board.with_host("pi@[::1]:2200").ssh.port == 2200
+    assert board.with_host("10.0.0.7").ssh.port == 22
+    for bad, why in (("pi@127.0.0.1:abc", "port 'abc' is not a number"), ("pi@host:70000", "port '70000'"),
+                     ("pi@", "no host name"), ("pi@[::1", "IPv6")):
+        with pytest.raises(BoardError, match=why):
+            board.with_host(bad)
+    out = subprocess.run([sys.executable, "bench/run.py", "--board", "rpi4", "--host", "pi@127.0.0.1:abc"],
+                         cwd=REPO, capture_output=True, text=True)
+    assert out.returncode == 2 and "port 'abc'" in out.stderr and "Traceback" not in out.stderr
+    spaced = LocalTransport("spaced", tmp_path / "board work dir")
+    files = []
+    for name in ("a file", "b"):
+        (tmp_path / name).write_bytes(name.encode() * 100)
+        files.append((tmp_path / name, spaced.work_dir / name))
+    spaced.upload(files, executable=True)
+    assert (tmp_path / "board work dir" / "a file").read_bytes() == b"a file" * 100
 
 
 @pytest.mark.parametrize("target", ["cortex-a72", "rv64gc"])

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
+import onnx
 from onnx import TensorProto, helper
 
 from compile.__main__ import main as compile_main
@@ -136,7 +138,7 @@ def test_list_targets(capsys: pytest.CaptureFixture) -> None:
 def test_unknown_target_lists_known_ones(capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(UnknownTargetError, match="cortex-a72, rv64gc, rv64gcv, x86_64"):
         get_target("cortex-m4")
-    assert compile_main(["--target", "cortex-m4"]) == 1
+    assert compile_main(["--target", "cortex-m4"]) == 2
     assert "known targets" in capsys.readouterr().err
 
 
@@ -235,3 +237,70 @@ def bundles_arena(bundle: Path) -> int:
     import json
 
     return json.loads((bundle / "metadata.json").read_text())["ram_bytes"]["arena"]
+
+
+def test_runner_arguments_and_inputs_a_user_gets_wrong(bundles: dict[str, Path], tmp_path: Path) -> None:
+    runner = str(bundles["x86_64"] / "ucm_runner")
+    pixels = np.random.default_rng(1).integers(0, 256, 256 * 256 * 3, dtype=np.uint8).tobytes()
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "same.ppm").write_bytes(b"P6\n256 256\n255\n" + pixels)
+    (tmp_path / "b" / "same.ppm").write_bytes(b"P6\r\n256 256\r\n255\r\n" + pixels)  # written on Windows
+    out = tmp_path / "out"
+    out.mkdir()
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([runner, *args], capture_output=True, text=True, timeout=60, check=False)
+
+    for repeat in ("4294967297", "5abc", "0", "", "-1"):
+        proc = run("--repeat", repeat, "--out", str(out), str(tmp_path / "a" / "same.ppm"))
+        assert proc.returncode == 2 and "--repeat: must be a whole number from 1 to 1000" in proc.stderr, repeat
+    proc = run("--out", str(out), str(tmp_path / "a" / "same.ppm"), str(tmp_path / "b" / "same.ppm"))
+    assert proc.returncode == 2 and "would both write" in proc.stderr and not (out / "same.pgm").exists()
+    lf, crlf = out / "lf", out / "crlf"
+    lf.mkdir()
+    crlf.mkdir()
+    assert run("--repeat", "2", "--out", str(lf), str(tmp_path / "a" / "same.ppm")).returncode == 0
+    proc = run("--out", str(crlf), str(tmp_path / "b" / "same.ppm"))
+    assert proc.returncode == 0, proc.stderr
+    assert (lf / "same.pgm").read_bytes() == (crlf / "same.pgm").read_bytes()
+    fifo = tmp_path / "fifo.ppm"
+    os.mkfifo(fifo)  # no writer: opening it blocking would hang for ever
+    proc = run("--out", str(out), str(fifo))
+    assert proc.returncode == 2 and "not a regular file" in proc.stderr
+    proc = run("--out", str(out), "--batch", str(fifo))
+    assert proc.returncode == 2 and "not a regular file" in proc.stderr
+    proc = run("--out", str(tmp_path / "missing"), str(tmp_path / "a" / "same.ppm"))
+    assert proc.returncode == 2 and "No such file or directory" in proc.stderr
+    proc = run("--out", str(tmp_path / "a" / "same.ppm"), str(tmp_path / "a" / "same.ppm"))
+    assert proc.returncode == 2 and "--out is not a folder" in proc.stderr
+
+
+def _one_node_onnx(path: Path, op: str, inputs: list, outputs: list, initializers: list | None = None) -> Path:
+    names = [i.name for i in initializers or []]
+    node = helper.make_node(op, [i.name for i in inputs] + names, [o.name for o in outputs], name=f"my_{op.lower()}")
+    graph = helper.make_graph([node], "g", inputs, outputs, initializer=initializers or [])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def test_onnx_files_the_compiler_cannot_take(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])
+    topk = _one_node_onnx(tmp_path / "topk.onnx", "TopK", [x],
+                          [helper.make_tensor_value_info("v", TensorProto.FLOAT, [1, 3, 8, 2]),
+                           helper.make_tensor_value_info("i", TensorProto.INT64, [1, 3, 8, 2])],
+                          [helper.make_tensor("k", TensorProto.INT64, [1], [2])])
+    nms = _one_node_onnx(tmp_path / "nms.onnx", "NonMaxSuppression",
+                         [helper.make_tensor_value_info("boxes", TensorProto.FLOAT, [1, 10, 4]),
+                          helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, 1, 10])],
+                         [helper.make_tensor_value_info("sel", TensorProto.INT64, ["n", 3])])
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"\x12\x34 not protobuf" * 50)
+    cases = {topk: "node 'my_topk' uses ONNX op 'TopK'", nms: "node 'my_nonmaxsuppression' uses ONNX op 'NonMaxSuppression'",
+             garbage: "garbage.onnx: not an ONNX file"}
+    for path, message in cases.items():
+        out = tmp_path / f"out_{path.stem}"
+        assert compile_main(["--target", "x86_64", "--onnx", str(path), "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
+        assert not out.exists()  # nothing half-written

@@ -57,7 +57,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-        blocked = next((line for line in lines if "GLOBAL" in line or "Unsupported" in line), lines[-1] if lines else "")
+        blocked = next((line for line in lines if "GLOBAL" in line), None)
+        if blocked is None:  # not a pickle of objects at all: garbage or a truncated legacy file
+            detail = next((line for line in lines if line.startswith("Unsupported")), "unpickling failed")
+            raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({detail}); the file "
+                                  "may be truncated or not a checkpoint at all") from e
         raise CheckpointError(
             f"{path}: refused: it holds Python objects beyond tensors and plain data ({blocked[:300]}). Loading it "
             "anyway (weights_only=False) can result in arbitrary code execution: do that only if you got the file "
