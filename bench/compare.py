@@ -1,6 +1,6 @@
 """python -m bench.compare [--data DIR] [--n N] [--repeats R] [--rounds K] [--json OUT]
 
-One run, this machine, the same images, one thread: PyTorch eager fp32, ONNX Runtime fp32, ONNX Runtime on
+One run, this machine (its CPU model and ISA features printed first), the same images, one thread: PyTorch eager fp32, ONNX Runtime fp32, ONNX Runtime on
 the int8 QCDQ ONNX, our float bundle and our int8 bundle (x86_64 builds). Median ms per image, and each
 one's speed relative to ONNX Runtime fp32.
 """
@@ -22,6 +22,7 @@ from bench.demo import median_latency_ms
 from bench.harness import ensure_bundle
 from compile.check import load_images
 from compile.runner_io import read_timings, write_ppm
+from targets.cpu import host_cpu
 from ucm.checkpoint import load_float_model
 from ucm.evaluate import onnx_predictor
 
@@ -75,8 +76,10 @@ def main(argv: list[str] | None = None) -> int:
                 rounds[name].append(run())
     results = {name: min(values) for name, values in rounds.items()}
     base = results["ONNX Runtime fp32"]
+    cpu = host_cpu()
+    print(f"CPU: {cpu.describe()}")
     print(f"{len(names)} images, 256x256, 1 thread, median of {args.repeats} runs per image, best of "
-          f"{args.rounds} alternating rounds")
+          f"{args.rounds} alternating rounds (compare ratios within one run: absolute figures vary between machines)")
     print(f"{'runtime':34s} {'ms/image':>9s} {'vs ORT fp32':>12s}")
     for name, ms in results.items():
         print(f"{name:34s} {ms:9.2f} {base / ms:11.2f}x")
@@ -84,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
           f"+ {int8_bundle['flash_bytes']['weights']:,} B weights; float bundle RAM {float_bundle['ram_bytes']['total']:,} B")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"ms_per_image": results, "rounds_ms": rounds, "n_images": len(names),
+        args.json.write_text(json.dumps({"cpu": cpu.to_dict(), "ms_per_image": results, "rounds_ms": rounds, "n_images": len(names),
                                          "repeats": args.repeats,
                                          "int8_bundle": {k: int8_bundle[k] for k in ("ram_bytes", "flash_bytes")},
                                          "float_bundle": {k: float_bundle[k] for k in ("ram_bytes", "flash_bytes")}},

@@ -25,6 +25,7 @@ from bench.harness import RunConfig
 from bench.harness import run as run_board
 from bench.report import table
 from quantize.export import deployable
+from targets.cpu import host_cpu
 from quantize.model import model_from_qat_checkpoint
 from ucm.checkpoint import CheckpointError, load_checkpoint, load_float_model
 from ucm.data import DataError, find_pairs, load_tensors
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     except (DataError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"{len(data)} images from {args.data}, 256x256, 1 CPU thread")
+    print(f"{len(data)} images from {args.data}, 256x256, 1 CPU thread; CPU: {host_cpu().describe()}")
     header = f"{'model (CPU)':28s} {'mIoU':>6s} {'mDice':>6s} {'mIoU*':>6s} {'mDice*':>6s} {'agree':>7s} {'ms/img':>7s}"
     print(header + "\n" + "-" * len(header))
     reference = None

@@ -26,6 +26,7 @@ from compile.check import onnx_logits
 from compile.runner_io import load_metadata
 from compile.targets import get_target
 from targets.board import BOARDS_DIR, Board, load_board
+from targets.cpu import host_cpu, parse_cpuinfo
 from targets.transport import Transport, sha256_file
 from targets.transport_local import LocalTransport, QemuTransport
 from targets.transport_ssh import SSHTransport
@@ -74,6 +75,17 @@ def make_transport(board: Board, emulated: bool, work: Path, trust_new_host: boo
     if board.transport == "local":
         return LocalTransport(board.name, work, list(board.exec_prefix))
     return SSHTransport(board, trust_new_host=trust_new_host)
+
+
+def board_cpu_description(transport: Transport, emulated: bool, timeout_s: float) -> str:
+    """The board's CPU model and ISA features (its /proc/cpuinfo), or what emulates it."""
+    if emulated:
+        return f"emulated on this host: {host_cpu().describe()}"
+    arch = transport.run(["uname", "-m"], timeout_s)
+    info = transport.run(["cat", "/proc/cpuinfo"], timeout_s)
+    if arch.exit_status or info.exit_status:
+        return "unknown (the board has no /proc/cpuinfo)"
+    return parse_cpuinfo(info.stdout, arch.stdout.strip()).describe()
 
 
 def ensure_bundle(target: str, onnx: Path, bundle_dir: Path) -> dict:
@@ -128,6 +140,7 @@ def run(cfg: RunConfig) -> dict:
     transport = make_transport(board, emulated, out / "board_work", cfg.trust_new_host)
     _log(f"board {board.name}: {transport.describe()}" + ("  [EMULATED: latency not representative]" if emulated else ""))
     try:
+        board_cpu = board_cpu_description(transport, emulated, board.ssh.connect_timeout_s)
         context = {"onnx_sha256": sha256_file(onnx), "float_checkpoint_sha256": sha256_file(float_checkpoint)}
         device = run_on_board(transport, bundle_dir / "ucm_runner", data.ids, images, out, cfg.chunk,
                               board.ssh.command_timeout_s, cfg.progress, context)
@@ -156,6 +169,8 @@ def run(cfg: RunConfig) -> dict:
         "device_latency_ms_min": lat["min"], "device_latency_ms_p50": lat["p50"],
         "device_latency_ms_p95": lat["p95"], "device_latency_ms_max": lat["max"],
         "device_latency_us": device.micros,
+        "board_cpu": board_cpu,
+        "host_cpu": host_cpu().describe(),
         "float_device": float_label,
         "float_latency_ms_p50": float(np.percentile(float_lat, 50)),
         "float_latency_ms_p95": float(np.percentile(float_lat, 95)),

@@ -80,6 +80,8 @@ def table(report: dict) -> str:
         f"{pct(report['mean_iou_device_vs_float'])}%, pixel agreement {pct(report['pixel_agreement'])}%"),
         (f"board vs int8 ONNX Runtime on host: pixel agreement {pct(report['pixel_agreement_int8_reference'])}%, "
         f"logits RMSE {report['logits_rmse']:.4f}, MAE {report['logits_mae']:.4f}, cosine {report['logits_cosine']:.6f}"),
+        f"board CPU: {report['board_cpu']}",
+        f"host CPU (float reference): {report['host_cpu']}",
         (f"flash: code {report['flash_bytes']['code']:,} B + weights {report['flash_bytes']['weights']:,} B; "
         f"RAM {report['ram_bytes']['total']:,} B (arena {report['ram_bytes']['arena']:,}, workspace "
         f"{report['ram_bytes']['workspace']:,}, io {report['ram_bytes']['io']:,})"),

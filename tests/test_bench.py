@@ -21,6 +21,7 @@ from bench.harness import RunConfig, run
 from compile.check import load_images
 from compile.targets import get_target
 from targets.board import BoardError, load_board, load_board_file
+from targets.cpu import host_cpu
 from targets.transport import BoardTimeoutError, CommandFailedError, TransportError
 from targets.transport_local import LocalTransport, QemuTransport
 from targets.transport_ssh import SSHTransport
@@ -105,6 +106,9 @@ def test_harness_end_to_end_over_ssh(sshd: dict, bundles: dict[str, Path], tmp_p
     for png in ("latency_hist.png", "per_image_iou.png", "worst_overlays.png"):
         assert (tmp_path / "run" / png).stat().st_size > 1000
     assert "ssh" in (tmp_path / "run" / "report.md").read_text()
+    host = host_cpu().describe()
+    assert report["board_cpu"] == host and report["host_cpu"] == host  # the loopback "board" is this machine
+    assert f"board CPU: {host}" in (tmp_path / "run" / "report.md").read_text()
 
 
 def test_unknown_host_key_is_refused_unless_trusted(sshd: dict, tmp_path: Path) -> None:
@@ -222,10 +226,7 @@ def test_runner_failure_on_the_board_is_reported(sshd: dict, bundles: dict[str, 
         run(cfg)
 
 
-def test_interrupted_run_resumes(bundles: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    names, images = load_images(SAMPLE, 256, 4)
-    runner = bundles["x86_64"] / "ucm_runner"
-    transport = LocalTransport("host", tmp_path / "work")
+def _interrupt_second_chunk(monkeypatch: pytest.MonkeyPatch) -> None:
     real_run = LocalTransport.run
     calls = {"runner": 0}
 
@@ -237,29 +238,22 @@ def test_interrupted_run_resumes(bundles: dict[str, Path], tmp_path: Path, monke
         return real_run(self, argv, timeout_s)
 
     monkeypatch.setattr(LocalTransport, "run", flaky)
-    with pytest.raises(KeyboardInterrupt):
-        run_on_board(transport, runner, names, images, tmp_path / "out", chunk=2, progress=False)
+
+
+def test_interrupted_run_resumes(bundles: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    names, images = load_images(SAMPLE, 256, 4)
+    runner = bundles["x86_64"] / "ucm_runner"
+    transport = LocalTransport("host", tmp_path / "work")
+    with monkeypatch.context() as m:
+        _interrupt_second_chunk(m)
+        with pytest.raises(KeyboardInterrupt):
+            run_on_board(transport, runner, names, images, tmp_path / "out", chunk=2, progress=False)
     progress = json.loads((tmp_path / "out" / "progress.json").read_text())
     assert len(progress["images"]) == 2  # the first chunk is kept
-    monkeypatch.setattr(LocalTransport, "run", real_run)
     result = run_on_board(transport, runner, names, images, tmp_path / "out", chunk=2, progress=False)
     assert result.resumed == 2 and len(result.micros) == 4 and result.masks.shape == (4, 256, 256)
     again = run_on_board(transport, runner, names, images, tmp_path / "out", chunk=2, progress=False)
     assert again.resumed == 0  # a finished run is measured afresh
-
-
-def _interrupt_second_chunk(monkeypatch: pytest.MonkeyPatch) -> None:
-    real_run = LocalTransport.run
-    calls = {"runner": 0}
-
-    def flaky(self, argv, timeout_s):
-        if argv[0].endswith("ucm_runner"):
-            calls["runner"] += 1
-            if calls["runner"] == 2:
-                raise KeyboardInterrupt
-        return real_run(self, argv, timeout_s)
-
-    monkeypatch.setattr(LocalTransport, "run", flaky)
 
 
 def test_resume_is_keyed_by_content(bundles: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
