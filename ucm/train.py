@@ -87,6 +87,9 @@ def split_data(cfg: TrainConfig) -> tuple[list, list]:
 def load_split(cfg: TrainConfig, device: torch.device, progress: bool = True) -> tuple[PairTensors, PairTensors]:
     """Decode the train and val pairs into memory; the train set goes to `device` (~0.3 GB at 256x256) so
     batches are sliced there, the val set stays on the CPU."""
+    problem = input_size_problem(cfg.size, cfg.size)
+    if problem:
+        raise TrainingError(f"--size {cfg.size}: {problem}")
     train_pairs, val_pairs = split_data(cfg)
     train_data = load_tensors(train_pairs, cfg.size, cfg.workers, cfg.progress and progress, "decode train")
     val_data = load_tensors(val_pairs, cfg.size, cfg.workers, cfg.progress and progress, "decode val")
@@ -127,9 +130,6 @@ def train(
     `model` defaults to a fresh UCM-Net; `prepare(model, train_data, device)` runs once before the first epoch
     of a new run (the int8 stage calibrates its quantizers there); `record` is stored in every checkpoint.
     """
-    problem = input_size_problem(cfg.size, cfg.size)
-    if problem:
-        raise TrainingError(f"--size {cfg.size}: {problem}")
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     rank, world = 0, 1
     device = resolve_device(cfg.device)
