@@ -116,8 +116,9 @@ def test_python_without_venv_module_asks_for_python3_venv(tmp_path: Path) -> Non
 
 def test_makefile_runs_the_install_script_before_the_venv() -> None:
     """The README's two commands reach the install script first, so a fresh machine gets its packages."""
-    proc = subprocess.run(["make", "-n", "-B", "setup"], cwd=REPO, capture_output=True, text=True, check=True,
-                          env={**os.environ, "MAKEFLAGS": ""})
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS")}  # also under make
+    proc = subprocess.run(["make", "--no-print-directory", "-n", "-B", "setup"], cwd=REPO, capture_output=True,
+                          text=True, check=True, env=env)
     lines = proc.stdout.splitlines()
     assert lines[0] == "scripts/install_system_packages.sh"
     assert any("python3 -m venv .venv" in line for line in lines[1:])
