@@ -25,8 +25,8 @@ from bench.harness import RunConfig
 from bench.harness import run as run_board
 from bench.report import table
 from quantize.export import deployable
-from targets.cpu import host_cpu
 from quantize.model import model_from_qat_checkpoint
+from targets.cpu import host_cpu
 from ucm.checkpoint import CheckpointError, load_checkpoint, load_float_model
 from ucm.data import DataError, find_pairs, load_tensors
 from ucm.evaluate import Predictor, onnx_predictor, predict_masks, score, torch_predictor

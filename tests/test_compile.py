@@ -8,8 +8,8 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
-import pytest
 import onnx
+import pytest
 from onnx import TensorProto, helper
 
 from compile.__main__ import main as compile_main
