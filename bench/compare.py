@@ -8,9 +8,7 @@ one's speed relative to ONNX Runtime fp32.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -19,14 +17,14 @@ import numpy as np
 import torch
 
 from bench.demo import median_latency_ms
-from bench.harness import ensure_bundle
-from compile.check import load_images
-from compile.runner_io import read_timings, write_ppm
+from bench.deploy import run_bundle_here
+from compile.bundle import ensure_bundle
 from targets.cpu import host_cpu
 from ucm.checkpoint import load_float_model
+from ucm.data import load_images
 from ucm.evaluate import onnx_predictor
-
-ROOT = Path(__file__).resolve().parents[1]
+from ucm.files import atomic_write_json
+from ucm.paths import DIST, FLOAT_CHECKPOINT, FLOAT_ONNX, INT8_ONNX, SAMPLE_DATA
 
 
 def time_callable(fn, inputs: list, repeats: int) -> float:
@@ -34,21 +32,16 @@ def time_callable(fn, inputs: list, repeats: int) -> float:
     return statistics.median(median_latency_ms(fn, x, repeats) for x in inputs)
 
 
-def time_bundle(bundle: Path, images: np.ndarray, repeats: int) -> float:
+def time_bundle(bundle: Path, names: list[str], images: np.ndarray, repeats: int) -> float:
     """Median ms per image of the bundle's runner (its own monotonic-clock timings, median of --repeat runs)."""
     with tempfile.TemporaryDirectory(prefix="ucm-compare-") as tmp:
-        paths = []
-        for i, image in enumerate(images):
-            paths.append(Path(tmp) / f"img{i:03d}.ppm")
-            write_ppm(paths[-1], image)
-        subprocess.run([str(bundle / "ucm_runner"), "--repeat", str(repeats), "--out", tmp, *map(str, paths)],
-                       check=True, capture_output=True, text=True)
-        return statistics.median(read_timings(Path(tmp) / "timings.tsv").values()) / 1e3
+        micros = run_bundle_here(bundle, names, images, Path(tmp), repeat=repeats).micros
+    return statistics.median(micros) / 1e3
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.compare", description=__doc__.split("\n\n")[1].split("\n")[0])
-    parser.add_argument("--data", type=Path, default=ROOT / "data" / "sample")
+    parser.add_argument("--data", type=Path, default=SAMPLE_DATA)
     parser.add_argument("--n", type=int, default=8, help="images")
     parser.add_argument("--repeats", type=int, default=10, help="timed runs per image")
     parser.add_argument("--rounds", type=int, default=3,
@@ -58,16 +51,16 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     names, images = load_images(args.data, 256, args.n)
     floats = [torch.from_numpy(im).permute(2, 0, 1)[None].float().div(255) for im in images]
-    model, _ = load_float_model(ROOT / "checkpoints" / "ucm_float.pt")
+    model, _ = load_float_model(FLOAT_CHECKPOINT)
     model.eval()
-    float_bundle = ensure_bundle("x86_64", ROOT / "checkpoints" / "ucm_float.onnx", ROOT / "dist" / "x86_64-float")
-    int8_bundle = ensure_bundle("x86_64", ROOT / "checkpoints" / "ucm_int8.onnx", ROOT / "dist" / "x86_64")
+    float_bundle = ensure_bundle("x86_64", FLOAT_ONNX, DIST / "x86_64-float")
+    int8_bundle = ensure_bundle("x86_64", INT8_ONNX, DIST / "x86_64")
     runs = {
         "PyTorch eager fp32": lambda: time_callable(model, floats, args.repeats),
-        "ONNX Runtime fp32": lambda: time_callable(onnx_predictor(ROOT / "checkpoints" / "ucm_float.onnx", threads=1), floats, args.repeats),
-        "ONNX Runtime int8 (QCDQ)": lambda: time_callable(onnx_predictor(ROOT / "checkpoints" / "ucm_int8.onnx", threads=1), floats, args.repeats),
-        "ucm-edge float bundle (x86_64)": lambda: time_bundle(ROOT / "dist" / "x86_64-float", images, args.repeats),
-        "ucm-edge int8 bundle (x86_64)": lambda: time_bundle(ROOT / "dist" / "x86_64", images, args.repeats),
+        "ONNX Runtime fp32": lambda: time_callable(onnx_predictor(FLOAT_ONNX, threads=1), floats, args.repeats),
+        "ONNX Runtime int8 (QCDQ)": lambda: time_callable(onnx_predictor(INT8_ONNX, threads=1), floats, args.repeats),
+        "ucm-edge float bundle (x86_64)": lambda: time_bundle(DIST / "x86_64-float", names, images, args.repeats),
+        "ucm-edge int8 bundle (x86_64)": lambda: time_bundle(DIST / "x86_64", names, images, args.repeats),
     }
     rounds: dict[str, list[float]] = {name: [] for name in runs}
     with torch.no_grad():
@@ -86,12 +79,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"int8 bundle RAM {int8_bundle['ram_bytes']['total']:,} B, flash {int8_bundle['flash_bytes']['code']:,} B code "
           f"+ {int8_bundle['flash_bytes']['weights']:,} B weights; float bundle RAM {float_bundle['ram_bytes']['total']:,} B")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"cpu": cpu.to_dict(), "ms_per_image": results, "rounds_ms": rounds, "n_images": len(names),
-                                         "repeats": args.repeats,
-                                         "int8_bundle": {k: int8_bundle[k] for k in ("ram_bytes", "flash_bytes")},
-                                         "float_bundle": {k: float_bundle[k] for k in ("ram_bytes", "flash_bytes")}},
-                                        indent=2) + "\n")
+        atomic_write_json(args.json, {"cpu": cpu.to_dict(), "ms_per_image": results, "rounds_ms": rounds,
+                                      "n_images": len(names), "repeats": args.repeats,
+                                      "int8_bundle": {k: int8_bundle[k] for k in ("ram_bytes", "flash_bytes")},
+                                      "float_bundle": {k: float_bundle[k] for k in ("ram_bytes", "flash_bytes")}})
     return 0
 
 

@@ -27,11 +27,12 @@ from bench.report import table
 from quantize.export import deployable
 from quantize.model import model_from_qat_checkpoint
 from targets.cpu import host_cpu
-from ucm.checkpoint import CheckpointError, load_checkpoint, load_float_model
-from ucm.data import DataError, find_pairs, load_tensors
+from ucm.checkpoint import load_checkpoint, load_float_model
+from ucm.data import load_tensors
+from ucm.errors import run_command
 from ucm.evaluate import Predictor, onnx_predictor, predict_masks, score, torch_predictor
-
-REPO = Path(__file__).resolve().parents[1]
+from ucm.pairs import find_pairs
+from ucm.paths import CHECKPOINTS, FLOAT_CHECKPOINT, FLOAT_ONNX, INT8_ONNX, RUNS, SAMPLE_DATA
 
 
 def median_latency_ms(predict: Predictor, image: torch.Tensor, repeats: int = 20) -> float:
@@ -46,29 +47,29 @@ def median_latency_ms(predict: Predictor, image: torch.Tensor, repeats: int = 20
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.demo", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", default=str(REPO / "data" / "sample"))
-    ap.add_argument("--checkpoint", default=str(REPO / "checkpoints" / "ucm_float.pt"))
-    ap.add_argument("--int8-checkpoint", default=str(REPO / "checkpoints" / "ucm_int8_qat.pt"))
-    ap.add_argument("--float-onnx", default=str(REPO / "checkpoints" / "ucm_float.onnx"))
-    ap.add_argument("--int8-onnx", default=str(REPO / "checkpoints" / "ucm_int8.onnx"))
+    ap.add_argument("--data", default=str(SAMPLE_DATA))
+    ap.add_argument("--checkpoint", default=str(FLOAT_CHECKPOINT))
+    ap.add_argument("--int8-checkpoint", default=str(CHECKPOINTS / "ucm_int8_qat.pt"))
+    ap.add_argument("--float-onnx", default=str(FLOAT_ONNX))
+    ap.add_argument("--int8-onnx", default=str(INT8_ONNX))
     ap.add_argument("--repeats", type=int, default=20, help="timed runs per model (median reported)")
     ap.add_argument("--board", default="rpi4", help="board for stage 2 (python -m targets list)")
-    ap.add_argument("--out", default=str(REPO / "runs" / "demo"))
+    ap.add_argument("--out", default=str(RUNS / "demo"))
     args = ap.parse_args(argv)
+    return run_command(lambda: _demo(args))
+
+
+def _demo(args: argparse.Namespace) -> int:
     torch.set_num_threads(1)
-    try:
-        data = load_tensors(find_pairs(args.data), 256, progress=False)
-        model, _ = load_float_model(args.checkpoint)
-        int8_model = model_from_qat_checkpoint(load_checkpoint(args.int8_checkpoint), args.int8_checkpoint)
-        predictors = {
-            "float PyTorch": torch_predictor(model),
-            "float ONNX Runtime": onnx_predictor(args.float_onnx, threads=1),
-            "int8 QAT Brevitas (fake-q)": torch_predictor(deployable(int8_model)),
-            "int8 QCDQ ONNX Runtime": onnx_predictor(args.int8_onnx, threads=1),
-        }
-    except (DataError, CheckpointError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    data = load_tensors(find_pairs(args.data), 256, progress=False)
+    model, _ = load_float_model(args.checkpoint)
+    int8_model = model_from_qat_checkpoint(load_checkpoint(args.int8_checkpoint), args.int8_checkpoint)
+    predictors = {
+        "float PyTorch": torch_predictor(model),
+        "float ONNX Runtime": onnx_predictor(args.float_onnx, threads=1),
+        "int8 QAT Brevitas (fake-q)": torch_predictor(deployable(int8_model)),
+        "int8 QCDQ ONNX Runtime": onnx_predictor(args.int8_onnx, threads=1),
+    }
     print(f"{len(data)} images from {args.data}, 256x256, 1 CPU thread; CPU: {host_cpu().describe()}")
     header = f"{'model (CPU)':28s} {'mIoU':>6s} {'mDice':>6s} {'mIoU*':>6s} {'mDice*':>6s} {'agree':>7s} {'ms/img':>7s}"
     print(header + "\n" + "-" * len(header))
@@ -85,11 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     print()
     cfg = RunConfig(board=args.board, data=Path(args.data), out=Path(args.out) / args.board, progress=False)
-    try:
-        report = run_board(cfg)
-    except (ValueError, RuntimeError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    report = run_board(cfg)
     print(table(report))
     print(f"report: {cfg.out_dir() / 'report.md'}")
     return 0

@@ -19,9 +19,11 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 from tqdm import tqdm
 
-from bench.report import write_json_atomic
-from compile.runner_io import read_logits, read_pgm, read_timings, write_ppm
+from compile.executor.runner_io import load_metadata, read_logits, read_pgm, read_timings, write_ppm
+from compile.toolchains import get_target
 from targets.transport import CommandFailedError, Transport, sha256_file
+from targets.transport_local import local_transport
+from ucm.files import atomic_write_json
 
 
 @dataclass
@@ -73,9 +75,10 @@ def flash(transport: Transport, runner: Path, timeout_s: float) -> PurePosixPath
 
 def run_on_board(transport: Transport, runner: Path, names: list[str], images: np.ndarray, out: Path,
                  chunk: int = 8, timeout_s: float = 600, progress: bool = True,
-                 context: dict[str, str] | None = None) -> DeviceResults:
-    """Masks, logits and per-image microseconds of the board's runner for uint8 images [N, H, W, 3].
-    `context`: hashes of what else the run's results depend on (resumed only where they are equal)."""
+                 context: dict[str, str] | None = None, repeat: int = 1) -> DeviceResults:
+    """Masks, logits and per-image microseconds (the median of `repeat` runs) of the board's runner for uint8
+    images [N, H, W, 3]. `context`: hashes of what else the run's results depend on (resumed only where they
+    are equal)."""
     local = out / "device"
     local_in = out / "inputs"
     local.mkdir(parents=True, exist_ok=True)
@@ -101,8 +104,8 @@ def run_on_board(transport: Transport, runner: Path, names: list[str], images: n
                 files.append((path, remote_in / path.name))
             transport.upload(files, timeout_s=timeout_s)
             remote_paths = [remote for _, remote in files]
-            argv = [*transport.exec_prefix(), str(remote_runner), "--logits", "--out", str(remote_out),
-                    *map(str, remote_paths)]
+            argv = [*transport.exec_prefix(), str(remote_runner), "--logits", "--repeat", str(repeat),
+                    "--out", str(remote_out), *map(str, remote_paths)]
             result = transport.run(argv, timeout_s)
             if result.exit_status != 0:
                 raise CommandFailedError(
@@ -116,11 +119,19 @@ def run_on_board(transport: Transport, runner: Path, names: list[str], images: n
                 for ext in ("pgm", "f32"):
                     transport.get(remote_out / f"{names[i]}.{ext}", local / f"{names[i]}.{ext}")
                 done[names[i]] = {"sha256": digests[i], "micros": micros[names[i]]}
-            write_json_atomic(state_path, state)
+            atomic_write_json(state_path, state)
             bar.update(len(batch))
         bar.close()
     state["complete"] = True
-    write_json_atomic(state_path, state)
+    atomic_write_json(state_path, state)
     masks = np.stack([read_pgm(local / f"{n}.pgm") for n in names])
     logits = np.stack([read_logits(local / f"{n}.f32", h, w) for n in names])
     return DeviceResults(names, masks, logits, [done[n]["micros"] for n in names], resumed, discarded)
+
+
+def run_bundle_here(bundle: Path, names: list[str], images: np.ndarray, out: Path, repeat: int = 1) -> DeviceResults:
+    """A bundle's runner on this machine (under QEMU for a foreign target), through the same transport path as
+    a board: for parity checks and host benchmarks."""
+    target = get_target(load_metadata(bundle)["target"])
+    transport = local_transport(target, out / "work")
+    return run_on_board(transport, bundle / "ucm_runner", names, images, out, progress=False, repeat=repeat)

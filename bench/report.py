@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import matplotlib
@@ -13,6 +12,7 @@ import numpy as np
 import torch
 
 from ucm.evaluate import score
+from ucm.metrics import logit_agreement
 
 EMULATED_NOTE = "EMULATED board (QEMU user mode): latency is NOT representative of the real board"
 
@@ -22,9 +22,14 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
 
 
+def warm_runs(values: list[float]) -> np.ndarray:
+    """The runs after the first (cold caches, lazy page-in), or the only one."""
+    return np.asarray(values[1:] if len(values) > 1 else values, dtype=np.float64)
+
+
 def latency_stats(micros: list[int]) -> dict[str, float]:
-    """min / p50 / p95 / max in ms, the first run excluded (cold caches) when there is more than one."""
-    ms = np.asarray(micros[1:] if len(micros) > 1 else micros, dtype=np.float64) / 1e3
+    """min / p50 / p95 / max in ms of the warm runs."""
+    ms = warm_runs(micros) / 1e3
     return {"min": float(ms.min()), "p50": float(np.percentile(ms, 50)), "p95": float(np.percentile(ms, 95)),
             "max": float(ms.max())}
 
@@ -34,7 +39,7 @@ def parity_metrics(device_masks: np.ndarray, float_masks: np.ndarray, truth: np.
     """Masks: bool [N, H, W]. ref_*: the int8 ONNX run with ONNX Runtime on the host."""
     dev = score(torch.from_numpy(device_masks[:, None]), torch.from_numpy(truth[:, None]))
     flt = score(torch.from_numpy(float_masks[:, None]), torch.from_numpy(truth[:, None]))
-    d, r = device_logits.astype(np.float64), ref_logits.astype(np.float64)
+    agreement = logit_agreement(device_logits, ref_logits)
     per_image = [iou(a, b) for a, b in zip(device_masks, float_masks)]
     return {
         "device_miou": dev["miou"], "device_mdice": dev["mdice"],
@@ -45,19 +50,13 @@ def parity_metrics(device_masks: np.ndarray, float_masks: np.ndarray, truth: np.
         "mean_iou_device_vs_float": float(np.mean(per_image)),
         "pixel_agreement": float((device_masks == float_masks).mean()),
         "pixel_agreement_int8_reference": float((device_masks == ref_masks).mean()),
-        "logits_rmse": float(np.sqrt(((d - r) ** 2).mean())),
-        "logits_mae": float(np.abs(d - r).mean()),
-        "logits_cosine": float((d * r).sum() / max(np.linalg.norm(d) * np.linalg.norm(r), 1e-30)),
+        "logits_rmse": agreement.rmse,
+        "logits_mae": agreement.mae,
+        "logits_cosine": agreement.cosine,
         "per_image_iou_device_vs_float": per_image,
         "per_image_iou_device": [iou(a, b) for a, b in zip(device_masks, truth)],
         "per_image_iou_float": [iou(a, b) for a, b in zip(float_masks, truth)],
     }
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(path)
 
 
 def table(report: dict) -> str:
@@ -99,7 +98,7 @@ def write_markdown(report: dict, path: Path) -> None:
 
 
 def plot_latency(micros: list[int], report: dict, path: Path) -> None:
-    ms = np.asarray(micros[1:] if len(micros) > 1 else micros) / 1e3
+    ms = warm_runs(micros) / 1e3
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.hist(ms, bins=min(30, max(5, len(ms))), color="#4477aa")
     ax.axvline(report["device_latency_ms_p50"], color="k", ls="--", label=f"p50 {report['device_latency_ms_p50']:.1f} ms")

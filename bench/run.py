@@ -9,7 +9,6 @@ board has no host or with --emulate), and compares it with the float model and t
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -19,6 +18,8 @@ if __package__ in (None, ""):  # run as a script: python bench/run.py
 from bench.harness import RunConfig, run
 from bench.report import table
 from targets.board import BOARDS_DIR
+from ucm.errors import run_command
+from ucm.files import atomic_write_json
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,20 +40,20 @@ def main(argv: list[str] | None = None) -> int:
     cfg = RunConfig(board=args.board, data=args.data, n=args.n, model_dir=args.model_dir, out=args.out,
                     emulate=args.emulate, host=args.host, trust_new_host=args.trust_new_host,
                     boards_dir=args.boards_dir, bundle_dir=args.bundle_dir, progress=not args.no_progress)
+    return run_command(lambda: _run(cfg, args.json))
+
+
+def _run(cfg: RunConfig, json_out: Path | None) -> int:
     try:
         report = run(cfg)
-    except (ValueError, RuntimeError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(f"\ninterrupted: finished images are kept in {cfg.out_dir()}; run the same command to resume",
               file=sys.stderr)
         return 130
     print(table(report))
     print(f"report: {cfg.out_dir() / 'report.md'}")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    if json_out:
+        atomic_write_json(json_out, report)
     return 0
 
 

@@ -6,8 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from compile.bundle import DEFAULT_ONNX, CompileConfig, compile_bundle, size_report
-from compile.targets import TARGETS, format_target_table
+from compile.config import DEFAULT_ONNX, CompileConfig
+from compile.toolchains import TARGETS, format_target_table
+from ucm.errors import run_command
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,11 +27,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     cfg = CompileConfig(target=args.target, onnx=args.onnx, out=args.out, kernels=args.kernels, build=not args.no_build,
                         tuning=not args.no_tuning)
-    try:
-        bundle = compile_bundle(cfg)
-    except (ValueError, RuntimeError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return run_command(lambda: _compile(cfg))
+
+
+def _compile(cfg: CompileConfig) -> int:
+    from compile.bundle import compile_bundle  # TVM loads here, not for --list-targets
+    from compile.metadata import size_report
+
+    bundle = compile_bundle(cfg)
     print(size_report(bundle.metadata))
     print(f"bundle: {bundle.dir}" + (f"  runner: {bundle.runner}" if bundle.runner else ""))
     return 0

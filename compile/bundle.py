@@ -1,72 +1,45 @@
-"""The compile stage end to end: ONNX -> Relax -> int8 lowering -> TIR kernels -> static C bundle -> build."""
+"""The compile stage end to end, in four steps: lower (`compile.pipeline`), plan the static executor, write
+the bundle (kernels, executor, weights, runtime files), build it and record its metadata. `ensure_bundle`
+reuses a bundle that this compiler built from the same ONNX for the same target."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import tvm
 
-from compile.emit_c import emit_config, emit_model, emit_weights
-from compile.frontend import count_params, import_onnx, is_quantized
-from compile.graph import extract_graph
-from compile.inplace import apply_inplace, inplace_calls
-from compile.lower_int8 import count_mac_ops, count_ops, lower_int8
-from compile.lower_tir import (
-    TUNING_DIR,
-    build_kernels,
-    fuse,
-    kernel_module,
-    recomputed_macs,
-    schedule_kernels,
-    tuning_database,
-    workspace_bytes,
-)
-from compile.matmul_nchw import matmul_nchw
-from compile.plan_memory import plan_memory
-from compile.recompute_groupnorm import recompute_groupnorm
-from compile.targets import CompileTarget, get_target
+from compile.build import code_bytes, run_make
+from compile.config import TUNING_DIR, CompileConfig
+from compile.errors import CompileError
+from compile.executor.emit_c import emit_config, emit_model, emit_weights
+from compile.executor.graph import extract_graph
+from compile.executor.inplace import apply_inplace, inplace_calls
+from compile.executor.plan_memory import plan_memory
+from compile.executor.runner_io import load_metadata
+from compile.kernels.attrs import recomputed_macs
+from compile.kernels.codegen import build_kernels, workspace_bytes
+from compile.kernels.fusion import kernel_module
+from compile.kernels.tuning import schedule_kernels, tuning_database
+from compile.metadata import ExecutorPlan, bundle_metadata
+from compile.pipeline import LoweredModel, lower_to_kernels
+from compile.toolchains import CompileTarget, get_target
+from ucm.files import atomic_write_json
 
-ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_ONNX = ROOT / "checkpoints" / "ucm_int8.onnx"
-RUNTIME = Path(__file__).resolve().parent / "runtime"
+PACKAGE = Path(__file__).resolve().parent
+RUNTIME = PACKAGE / "executor" / "runtime"
 RUNTIME_FILES = ("ucm_model.h", "ucm_shim.h", "ucm_shim.c", "runner.c", "Makefile")
+# Modules that do not change what a bundle holds: editing them leaves bundles up to date.
+NOT_IN_BUNDLE = ("__main__.py", "tune.py")
 # The TVM / DLPack C headers the kernels and the executor include (Apache-2.0, shipped with the bundle).
 TVM_HEADERS = {
     "tvm": ("tvm/runtime/base.h", "tvm/runtime/c_backend_api.h"),
     "tvm_ffi": ("tvm/ffi/c_api.h", "tvm/ffi/extra/c_env_api.h", "dlpack/dlpack.h"),
 }
-
-
-class IntegerLoweringError(RuntimeError):
-    """A quantized model still has float convolutions / matrix products after integer lowering."""
-
-
-class BuildError(RuntimeError):
-    """The bundle's Makefile failed; the message holds the compiler's output."""
-
-
-@dataclass(frozen=True)
-class CompileConfig:
-    target: str = "cortex-a72"
-    onnx: Path = DEFAULT_ONNX
-    out: Path | None = None  # default: dist/<target>
-    kernels: str | None = None  # "llvm" (object code) or "c" (C source); default: the target's
-    build: bool = True
-    tuning: bool = True  # apply the MetaSchedule records shipped for the target
-    tuning_dir: Path = TUNING_DIR  # <dir>/<target>/database_{workload,tuning_record}.json
-    inplace: bool = True  # let verified element-wise kernels overwrite an input that dies (less RAM)
-    recompute_stem: bool = True  # compile.recompute_groupnorm: less RAM for a second pass of the stem conv
-    matmul_nchw: bool = True  # compile.matmul_nchw: token matmul + transpose as one kernel (less RAM)
-
-    def out_dir(self) -> Path:
-        return self.out if self.out is not None else ROOT / "dist" / self.target
 
 
 @dataclass(frozen=True)
@@ -76,14 +49,18 @@ class Bundle:
     runner: Path | None
 
 
+def fingerprint_files(target: str) -> list[Path]:
+    """What decides a bundle besides its ONNX: the compile stage's code (not its command lines), the runtime
+    files and the target's tuning records. Tests, the harness and the other stages are not among them."""
+    code = [p for p in PACKAGE.rglob("*.py") if p.name not in NOT_IN_BUNDLE or p.parent != PACKAGE]
+    return sorted([*code, *RUNTIME.glob("*"), *(TUNING_DIR / target).glob("*.json")])
+
+
 def compiler_fingerprint(target: str) -> str:
-    """SHA-256 over what decides a bundle besides its ONNX: this package's code, runtime files and the
-    target's tuning records (a bundle built by other code is stale)."""
-    here = Path(__file__).resolve().parent
-    files = sorted([*here.glob("*.py"), *(here / "runtime").glob("*"), *(TUNING_DIR / target).glob("*.json")])
+    """SHA-256 over `fingerprint_files` and TVM's version: a bundle built by anything else is stale."""
     digest = hashlib.sha256(tvm.__version__.encode())
-    for path in files:
-        digest.update(path.name.encode() + path.read_bytes())
+    for path in fingerprint_files(target):
+        digest.update(str(path.relative_to(PACKAGE)).encode() + path.read_bytes())
     return digest.hexdigest()
 
 
@@ -109,44 +86,53 @@ def _target_mk(target: CompileTarget, kernels: str) -> str:
     )
 
 
-def run_make(bundle_dir: Path, target: CompileTarget, extra: list[str] | None = None) -> Path:
-    """Build the bundle's runner with the target's compiler (`make` in the bundle directory)."""
-    target.require_compiler()
-    if shutil.which("make") is None:
-        raise BuildError("'make' not found; install it with 'apt-get install make'")
-    jobs = str(max(1, min(4, os.cpu_count() or 1)))
-    proc = subprocess.run(["make", "-j", jobs, *(extra or [])], cwd=bundle_dir, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise BuildError(f"{bundle_dir}: make failed for target {target.name}:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
-    return bundle_dir / "ucm_runner"
+def schedule(lowered: LoweredModel, cfg: CompileConfig, target: CompileTarget, kernels: str) -> tuple[tvm.IRModule, int]:
+    """The exported kernels, each scheduled by a shipped tuning record or a rule; and how many used a record."""
+    database = tuning_database(target, cfg.tuning_dir) if cfg.tuning else None
+    kmod, tuned = schedule_kernels(kernel_module(lowered.fused), database, target, lowered.kernel_macs,
+                                   vectorize=kernels == "llvm")
+    _log(f"schedules: {tuned} kernels from MetaSchedule records"
+         + (f" in {cfg.tuning_dir / target.name}" if database is not None else " (none shipped for this target)")
+         + f", {len(kmod.functions) - tuned} by rules")
+    return kmod, tuned
 
 
-def section_sizes(obj: Path, target: CompileTarget) -> dict[str, int]:
-    """Section sizes of an object file (binutils `size -A` of the target)."""
-    size_tool = f"{target.cross_prefix}size"
-    proc = subprocess.run([size_tool, "-A", str(obj)], capture_output=True, text=True, check=True)
-    sizes: dict[str, int] = {}
-    for line in proc.stdout.splitlines():
-        parts = line.split()
-        if len(parts) >= 2 and parts[0].startswith(".") and parts[1].isdigit():
-            sizes[parts[0]] = sizes.get(parts[0], 0) + int(parts[1])
-    return sizes
+def plan_executor(lowered: LoweredModel, kmod: tvm.IRModule, cfg: CompileConfig) -> ExecutorPlan:
+    """Kernel calls in order, verified in-place calls, and one arena planned by tensor lifetimes."""
+    workspace = workspace_bytes(kmod)
+    graph = extract_graph(lowered.fused)
+    inplace = inplace_calls(graph, kmod) if cfg.inplace else {}
+    apply_inplace(graph, inplace)
+    memory = plan_memory(graph)
+    _log(f"{len(graph.calls)} kernel calls ({len(inplace)} verified in place), {len(kmod.functions)} kernels; "
+         f"arena {memory.arena_bytes:,} B (unshared {memory.unshared_bytes:,} B), "
+         f"workspace {max(workspace.values(), default=0):,} B")
+    pool = max(workspace.values(), default=0) + 4096  # + alignment slack of the pool
+    return ExecutorPlan(graph, memory, inplace, workspace, pool, recomputed_macs(kmod))
 
 
-def _code_bytes(bundle_dir: Path, target: CompileTarget) -> int:
-    """Flash taken by the model's code: text and read-only data of the executor, shim and kernels."""
-    total = 0
-    for name in ("ucm_model.o", "ucm_shim.o", "kernels.o"):
-        sizes = section_sizes(bundle_dir / name, target)
-        total += sum(v for k, v in sizes.items() if k.startswith((".text", ".rodata")))
-    return total
+def write_bundle(out: Path, kmod: tvm.IRModule, plan: ExecutorPlan, target: CompileTarget, kernels: str,
+                 tvm_target: dict) -> int:
+    """Kernels, executor, weights, runtime files and headers into `out`; returns the weights' bytes."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metadata.json").unlink(missing_ok=True)  # a half-rewritten bundle is never taken as complete
+    (out / ("kernels.o" if kernels == "c" else "kernels.c")).unlink(missing_ok=True)
+    build_kernels(kmod, tvm_target, out)
+    weight_bytes = emit_weights(plan.graph, out / "ucm_weights.c")
+    emit_config(plan.graph, plan.memory, plan.workspace_pool, out / "ucm_config.h")
+    emit_model(plan.graph, plan.memory, out / "ucm_model.c")
+    for name in RUNTIME_FILES:
+        shutil.copyfile(RUNTIME / name, out / name)
+    (out / "target.mk").write_text(_target_mk(target, kernels))
+    _copy_headers(out)
+    return weight_bytes
 
 
 def compile_bundle(cfg: CompileConfig) -> Bundle:
     target = get_target(cfg.target)
     kernels = cfg.kernels or target.kernels
     if kernels not in ("c", "llvm"):
-        raise ValueError(f"--kernels must be 'c' or 'llvm', not '{kernels}'")
+        raise CompileError(f"--kernels must be 'c' or 'llvm', not '{kernels}'")
     if cfg.build:
         target.require_compiler()  # fail before minutes of compiling, not after
     out = cfg.out_dir()
@@ -161,115 +147,34 @@ def compile_bundle(cfg: CompileConfig) -> Bundle:
 
 def _compile_into(cfg: CompileConfig, target: CompileTarget, kernels: str, out: Path) -> Bundle:
     started = time.perf_counter()
-
-    _log(f"import {cfg.onnx}")
-    mod, onnx_model = import_onnx(Path(cfg.onnx))
-    quantized = is_quantized(onnx_model)
-    if quantized:
-        mod = lower_int8(mod)
-    mac_ops = count_mac_ops(mod)
-    ops = count_ops(mod)
-    _log(f"integer lowering: {mac_ops.int8} conv/matmul int8, {mac_ops.float} float; "
-         f"ops {ops['int8']} int8, {ops['float']} float")
-    if quantized and mac_ops.float:
-        raise IntegerLoweringError(
-            f"{cfg.onnx}: {mac_ops.float} convolutions / matrix products are still float after integer lowering; "
-            "every Conv / MatMul of a quantized model must read DequantizeLinear of an int8 input and weight"
-        )
-
-    if cfg.recompute_stem:
-        mod, rewritten = recompute_groupnorm(mod)
-        if rewritten:
-            _log(f"{rewritten} conv -> GroupNorm -> max-pool chain(s) recompute the conv instead of storing it")
-    if cfg.matmul_nchw:
-        mod, rewritten = matmul_nchw(mod)
-        if rewritten:
-            _log(f"{rewritten} token matmuls write channel-first directly (no transposed copy)")
-    _log("legalize and fuse (TVM Relax passes)")
-    fused, kernel_macs = fuse(mod)
-    database = tuning_database(target, cfg.tuning_dir) if cfg.tuning else None
-    kmod, tuned = schedule_kernels(kernel_module(fused), database, target, kernel_macs, vectorize=kernels == "llvm")
-    _log(f"schedules: {tuned} kernels from MetaSchedule records"
-         + (f" in {cfg.tuning_dir / target.name}" if database is not None else " (none shipped for this target)")
-         + f", {len(kmod.functions) - tuned} by rules")
-    workspace = workspace_bytes(kmod)
-    recomputed = recomputed_macs(kmod)
-    graph = extract_graph(fused)
-    inplace = inplace_calls(graph, kmod) if cfg.inplace else {}
-    apply_inplace(graph, inplace)
-    plan = plan_memory(graph)
-    _log(f"{len(graph.calls)} kernel calls ({len(inplace)} verified in place), {len(kmod.functions)} kernels; arena {plan.arena_bytes:,} B "
-         f"(unshared {plan.unshared_bytes:,} B), workspace {max(workspace.values(), default=0):,} B")
-
+    lowered = lower_to_kernels(cfg, _log)
+    kmod, tuned = schedule(lowered, cfg, target, kernels)
+    plan = plan_executor(lowered, kmod, cfg)
     tvm_target = {"kind": "c"} if kernels == "c" else target.llvm
     _log(f"generate kernels for {json.dumps(tvm_target)}")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "metadata.json").unlink(missing_ok=True)  # a half-rewritten bundle is never taken as complete
-    stale = out / ("kernels.o" if kernels == "c" else "kernels.c")
-    stale.unlink(missing_ok=True)
-    build_kernels(kmod, tvm_target, out)
-    workspace_pool = max(workspace.values(), default=0) + 4096  # + alignment slack of the pool
-    weight_bytes = emit_weights(graph, out / "ucm_weights.c")
-    emit_config(graph, plan, workspace_pool, out / "ucm_config.h")
-    emit_model(graph, plan, out / "ucm_model.c")
-    for name in RUNTIME_FILES:
-        shutil.copyfile(RUNTIME / name, out / name)
-    (out / "target.mk").write_text(_target_mk(target, kernels))
-    _copy_headers(out)
-
-    height, width = graph.tensors[graph.input].shape[2:]
-    io_bytes = height * width * 3 + height * width
-    metadata = {
-        "target": target.name,
-        "board": target.board,
-        "triple": target.triple,
-        "tvm_target": tvm_target,
-        "kernel_codegen": kernels,
-        "tuned_kernels": tuned,
-        "inplace_calls": len(inplace),
-        "tvm_version": tvm.__version__,
-        "onnx": str(cfg.onnx),
-        "onnx_sha256": hashlib.sha256(Path(cfg.onnx).read_bytes()).hexdigest(),
-        "compiler_sha256": compiler_fingerprint(target.name),
-        "quantized": quantized,
-        "input": {"height": height, "width": width, "layout": "HWC", "dtype": "uint8"},
-        "output": {"height": height, "width": width, "dtype": "uint8", "values": "0 skin, 255 lesion"},
-        "params": count_params(onnx_model),
-        "macs": int(sum(kernel_macs.get(c.kernel, 0) - recomputed.get(c.kernel, 0) for c in graph.calls)),
-        "macs_executed": int(sum(kernel_macs.get(c.kernel, 0) for c in graph.calls)),
-        "ops": ops,
-        "float_conv_matmul": mac_ops.float,
-        "flash_bytes": {"code": None, "weights": weight_bytes},
-        "ram_bytes": {"arena": plan.arena_bytes, "workspace": workspace_pool, "io": io_bytes,
-                      "total": plan.arena_bytes + workspace_pool + io_bytes},
-        "kernels": [
-            {"name": c.kernel, "macs": int(kernel_macs.get(c.kernel, 0)),
-             "output_shape": list(graph.tensors[c.output].shape), "bytes": graph.tensors[c.output].nbytes,
-             "workspace_bytes": workspace.get(c.kernel, 0)}
-            for c in graph.calls
-        ],
-    }
+    weight_bytes = write_bundle(out, kmod, plan, target, kernels, tvm_target)
+    metadata = bundle_metadata(cfg, target, kernels, tvm_target, lowered, plan, tuned, weight_bytes,
+                               compiler_fingerprint(target.name))
     runner = None
     if cfg.build:
         _log(f"build with {target.cc}")
         runner = run_make(out, target)
-        metadata["flash_bytes"]["code"] = _code_bytes(out, target)
+        metadata["flash_bytes"]["code"] = code_bytes(out, target)
     metadata["compile_seconds"] = round(time.perf_counter() - started, 1)
-    tmp = out / "metadata.json.tmp"
-    tmp.write_text(json.dumps(metadata, indent=2) + "\n")
-    tmp.replace(out / "metadata.json")
+    atomic_write_json(out / "metadata.json", metadata)
     return Bundle(out, metadata, runner)
 
 
-def size_report(metadata: dict) -> str:
-    flash, ram = metadata["flash_bytes"], metadata["ram_bytes"]
-    code = f"{flash['code']:,}" if flash["code"] is not None else "not built"
-    lines = [
-        f"target {metadata['target']} ({metadata['board']}), kernels: TVM {metadata['kernel_codegen']}",
-        (f"params {metadata['params']:,}  MACs {metadata['macs']:,}  ops int8 {metadata['ops']['int8']} / "
-         f"float {metadata['ops']['float']}  float conv/matmul {metadata['float_conv_matmul']}"),
-        f"flash: code {code} B, weights {flash['weights']:,} B",
-        (f"RAM:   arena {ram['arena']:,} B, workspace {ram['workspace']:,} B, io {ram['io']:,} B, "
-         f"total {ram['total']:,} B ({ram['total'] / 2**20:.2f} MiB)"),
-    ]
-    return "\n".join(lines)
+def ensure_bundle(target: str, onnx: Path, bundle_dir: Path) -> dict:
+    """Reuse the bundle if this compiler built it from this ONNX for this target, else compile it."""
+    try:
+        meta = load_metadata(bundle_dir)
+        fresh = (meta["target"] == target and (bundle_dir / "ucm_runner").is_file()
+                 and meta.get("onnx_sha256") == hashlib.sha256(onnx.read_bytes()).hexdigest()
+                 and meta.get("compiler_sha256") == compiler_fingerprint(target))
+    except (CompileError, KeyError, ValueError):
+        fresh = False
+    if fresh:
+        _log(f"bundle {bundle_dir} is up to date")
+        return meta
+    return compile_bundle(CompileConfig(target=target, onnx=onnx, out=bundle_dir)).metadata

@@ -11,8 +11,14 @@ from google.protobuf.message import DecodeError
 from tvm.relax.frontend.onnx import from_onnx
 from tvm.relax.frontend.onnx.onnx_frontend import _get_convert_map
 
+from compile.errors import CompileError
 
-class UnsupportedOpError(ValueError):
+
+class OnnxFileError(CompileError, ValueError):
+    """An ONNX file that is missing, does not decode, or is not a valid model; the message names the file."""
+
+
+class UnsupportedOpError(CompileError, ValueError):
     """An ONNX node TVM's Relax frontend cannot import, or the static executor cannot run; the message names the
     node and its op."""
 
@@ -31,16 +37,16 @@ STATIC_EXECUTOR_UNSUPPORTED = {
 
 def load_onnx(path: Path) -> onnx.ModelProto:
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such ONNX file (export one with python -m quantize.export)")
+        raise OnnxFileError(f"{path}: no such ONNX file (export one with python -m quantize.export)")
     try:
         model = onnx.load(str(path))
     except (DecodeError, OSError, ValueError) as e:
-        raise ValueError(f"{path}: not an ONNX file (it does not decode as an ONNX model: {e}); export one with "
+        raise OnnxFileError(f"{path}: not an ONNX file (it does not decode as an ONNX model: {e}); export one with "
                          "python -m quantize.export") from e
     try:
         onnx.checker.check_model(model)
     except (onnx.checker.ValidationError, onnx.onnx_cpp2py_export.checker.ValidationError, OSError) as e:
-        raise ValueError(f"{path}: not a valid ONNX model: {e}") from e
+        raise OnnxFileError(f"{path}: not a valid ONNX model: {e}") from e
     return model
 
 
@@ -83,5 +89,5 @@ def import_onnx(path: Path) -> tuple[tvm.IRModule, onnx.ModelProto]:
     for i in inputs:
         dims = i.type.tensor_type.shape.dim
         if any(d.dim_value <= 0 for d in dims):
-            raise ValueError(f"{path}: input '{i.name}' has a symbolic shape; export with a fixed 1x3xHxW input")
+            raise OnnxFileError(f"{path}: input '{i.name}' has a symbolic shape; export with a fixed 1x3xHxW input")
     return from_onnx(model, keep_params_in_input=False), model

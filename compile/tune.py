@@ -16,38 +16,27 @@ import numpy as np
 import tvm
 from tvm.s_tir import meta_schedule as ms
 
-from compile.bundle import DEFAULT_ONNX
-from compile.frontend import import_onnx, is_quantized
-from compile.lower_int8 import lower_int8
-from compile.lower_tir import (
-    NO_ASSERT,
-    TUNING_DIR,
-    fuse,
-    kernel_module,
-    schedule_accumulate_rows,
-    schedule_epilogues_per_element,
-    tuning_key,
-    tuning_target,
-)
-from compile.matmul_nchw import matmul_nchw
-from compile.recompute_groupnorm import recompute_groupnorm
-from compile.targets import CompileTarget, get_target
+from compile.config import DEFAULT_ONNX, TUNING_DIR, CompileConfig
+from compile.kernels.attrs import is_scheduled
+from compile.kernels.codegen import NO_ASSERT
+from compile.kernels.fusion import kernel_module
+from compile.kernels.rules import rule_schedule
+from compile.kernels.tuning import tuning_key, tuning_target
+from compile.pipeline import lower_to_kernels
+from compile.toolchains import CompileTarget, get_target
+from ucm.errors import run_command
 
 
-def tune(target_name: str, onnx: Path, trials: int, per_kernel: int, cores: int, all_kernels: bool) -> Path:
-    target = get_target(target_name)
-    mod, model = import_onnx(onnx)
-    if is_quantized(model):
-        mod = lower_int8(mod)
-    mod, _ = recompute_groupnorm(mod)  # as python -m compile does: the same kernels
-    mod, _ = matmul_nchw(mod)
-    fused, macs = fuse(mod)
-    kmod = kernel_module(fused, exported=False)
-    kmod = tvm.IRModule({gv: f for gv, f in kmod.functions.items()  # written with their own schedule
-                         if not (f.attrs is not None and f.attrs.get("ucm.scheduled"))})
+def tune(cfg: CompileConfig, trials: int, per_kernel: int, cores: int, all_kernels: bool) -> Path:
+    """Tune the kernels `python -m compile` would build for `cfg` (the same lowering, the same rewrites)."""
+    target = get_target(cfg.target)
+    lowered = lower_to_kernels(cfg, print)
+    macs = lowered.kernel_macs
+    kmod = kernel_module(lowered.fused, exported=False)
+    kmod = tvm.IRModule({gv: f for gv, f in kmod.functions.items() if not is_scheduled(f)})  # own schedules
     if not all_kernels:  # the convolutions and matrix products: where the time goes
         kmod = tvm.IRModule({gv: f for gv, f in kmod.functions.items() if macs.get(gv.name_hint, 0) > 0})
-    work = TUNING_DIR / target.name
+    work = cfg.tuning_dir / target.name
     work.mkdir(parents=True, exist_ok=True)
     scratch = work / "scratch"
     if trials > 0:
@@ -97,7 +86,7 @@ def export_best(scratch: Path, work: Path, kmod: tvm.IRModule, target: CompileTa
         if not records:
             continue
         tuned = found.query_schedule(key, llvm, workload_name="main").mod["main"]
-        rule = schedule_accumulate_rows(func) if macs.get(gv.name_hint, 0) > 0 else schedule_epilogues_per_element(func)
+        rule = rule_schedule(func, macs.get(gv.name_hint, 0))
         t_tuned, t_rule = kernel_ms(tuned, llvm, rng), kernel_ms(rule, llvm, rng)
         verdict = "kept" if t_tuned < 0.95 * t_rule else "dropped"
         print(f"{gv.name_hint:48s} tuned {t_tuned:7.3f} ms  rule {t_rule:7.3f} ms  {verdict}")
@@ -120,7 +109,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cores", type=int, default=1, help="processes building candidates")
     parser.add_argument("--all-kernels", action="store_true", help="tune every kernel, not only conv / matmul ones")
     args = parser.parse_args(argv)
-    work = tune(args.target, args.onnx, args.trials, args.per_kernel, args.cores, args.all_kernels)
+    cfg = CompileConfig(target=args.target, onnx=args.onnx, tuning_dir=TUNING_DIR)
+    return run_command(lambda: _tune(cfg, args))
+
+
+def _tune(cfg: CompileConfig, args: argparse.Namespace) -> int:
+    work = tune(cfg, args.trials, args.per_kernel, args.cores, args.all_kernels)
     print(f"records: {work}")
     return 0
 

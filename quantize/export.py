@@ -25,8 +25,6 @@ import argparse
 import copy
 import sys
 import tempfile
-import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,20 +34,16 @@ import torch
 from onnx import numpy_helper
 from torch import nn
 
-from quantize.model import model_from_qat_checkpoint
-from ucm.checkpoint import CheckpointError, atomic_write_bytes, load_checkpoint, model_from_checkpoint
-from ucm.data import DataError, PairTensors, find_pairs, load_tensors
+from quantize.model import model_from_qat_checkpoint, quiet_brevitas
+from ucm.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+from ucm.data import DataError, PairTensors, load_tensors
 from ucm.export import OPSET, export_float_onnx, make_shapes_static, prune_graph, quiet_export_warnings
+from ucm.files import atomic_write_bytes
+from ucm.metrics import LogitAgreement, logit_agreement
+from ucm.pairs import find_pairs
+from ucm.paths import CHECKPOINTS, FLOAT_CHECKPOINT, SAMPLE_DATA
 
-REPO = Path(__file__).resolve().parents[1]
 MIN_AGREEMENT = 0.999
-
-
-@dataclass
-class ExportCheck:
-    n_images: int
-    logits_max_abs_diff: float
-    pixel_agreement: float
 
 
 def deployable(model: nn.Module) -> nn.Module:
@@ -62,8 +56,7 @@ def deployable(model: nn.Module) -> nn.Module:
 
 def export_int8_onnx(model: nn.Module, size: int, example: torch.Tensor) -> bytes:
     """QCDQ ONNX bytes of an int8 Brevitas UCM-Net. `example` fills Brevitas' bias-scale caches first."""
-    with warnings.catch_warnings():  # brevitas' optional fast_hadamard_transform kernels are not needed here
-        warnings.filterwarnings("ignore", message="fast_hadamard_transform package not found")
+    with quiet_brevitas():
         from brevitas.export import export_onnx_qcdq
 
     model = deployable(model)
@@ -135,20 +128,17 @@ def fold_weight_transposes(onnx_bytes: bytes) -> bytes:
     return model.SerializeToString()
 
 
-def check_export(onnx_bytes: bytes, model: nn.Module, data: PairTensors) -> ExportCheck:
+def check_export(onnx_bytes: bytes, model: nn.Module, data: PairTensors) -> LogitAgreement:
     """ONNX Runtime on the file vs the model (eval mode) on every image of `data`."""
     session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
     model = model.eval()
-    agree, total, max_diff = 0, 0, 0.0
+    ours, theirs = [], []
     for i in range(len(data)):
         x = data.images[i : i + 1].float() / 255
         with torch.no_grad():
-            ref = model(x).numpy()
-        out = session.run(None, {"image": x.numpy()})[0]
-        max_diff = max(max_diff, float(np.abs(out - ref).max()))
-        agree += int(((out > 0) == (ref > 0)).sum())
-        total += ref.size
-    return ExportCheck(len(data), max_diff, agree / total)
+            theirs.append(model(x).numpy())
+        ours.append(session.run(None, {"image": x.numpy()})[0])
+    return logit_agreement(np.concatenate(ours), np.concatenate(theirs))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -157,11 +147,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True, help="ONNX file to write")
     ap.add_argument("--float", dest="float_model", action="store_true", help="export the float model")
     ap.add_argument("--size", type=int, default=256, help="input side (default 256)")
-    ap.add_argument("--data", default=str(REPO / "data" / "sample"), help="images for the check (default: shipped sample)")
+    ap.add_argument("--data", default=str(SAMPLE_DATA), help="images for the check (default: shipped sample)")
     ap.add_argument("--min-agreement", type=float, default=MIN_AGREEMENT, help="fail below this mask-pixel agreement")
     args = ap.parse_args(argv)
-    default_ckpt = "checkpoints/ucm_float.pt" if args.float_model else "checkpoints/ucm_int8_qat.pt"
-    ckpt_path = Path(args.checkpoint or REPO / default_ckpt)
+    default_ckpt = FLOAT_CHECKPOINT if args.float_model else CHECKPOINTS / "ucm_int8_qat.pt"
+    ckpt_path = Path(args.checkpoint or default_ckpt)
     try:
         ckpt = load_checkpoint(ckpt_path)
         if args.float_model:

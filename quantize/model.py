@@ -23,6 +23,9 @@ Which tensors are int8, and why:
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +37,14 @@ from torch import nn
 
 from ucm.checkpoint import model_from_checkpoint, rebuild_model
 from ucm.model import UCMNet, build_model
+
+
+@contextmanager
+def quiet_brevitas() -> Iterator[None]:
+    """Hide Brevitas' warning that its optional fast_hadamard_transform kernels are missing (not used here)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="fast_hadamard_transform package not found")
+        yield
 
 INT8_FORMAT = "ucm-edge/int8-qat-v1"
 

@@ -15,30 +15,29 @@ from __future__ import annotations
 
 import argparse
 import sys
-import warnings
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-from quantize.model import INT8_FORMAT, qat_model_from_float
-from ucm.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from ucm.data import DataError, PairTensors
+from quantize.model import INT8_FORMAT, qat_model_from_float, quiet_brevitas
+from ucm.checkpoint import load_checkpoint, save_checkpoint
+from ucm.data import PairTensors
+from ucm.errors import run_command
+from ucm.evaluate import resolve_device
 from ucm.train import (
     TrainConfig,
-    TrainingError,
     add_train_arguments,
     config_from_args,
     evaluate_model,
     load_split,
     model_checkpoint,
-    resolve_device,
+    report_training,
     train,
 )
 
-with warnings.catch_warnings():  # brevitas' optional fast_hadamard_transform kernels are not needed here
-    warnings.filterwarnings("ignore", message="fast_hadamard_transform package not found")
+with quiet_brevitas():
     from brevitas.graph.calibrate import calibration_mode
 
 QAT_DEFAULTS = TrainConfig(data="", out="runs/qat", epochs=20, lr=5e-5, t_max=20, eta_min=1e-6)
@@ -73,27 +72,25 @@ def main(argv: list[str] | None = None) -> int:
     cfg = config_from_args(args)
     if cfg.t_max == QAT_DEFAULTS.t_max and cfg.epochs != QAT_DEFAULTS.epochs:
         cfg = replace(cfg, t_max=cfg.epochs)  # one cosine decay over the whole fine-tuning by default
-    try:
-        float_ckpt = load_checkpoint(args.from_checkpoint)
-        model = qat_model_from_float(float_ckpt, args.from_checkpoint)
-        record = {
-            "from_checkpoint": str(args.from_checkpoint),
-            "from_metrics": float_ckpt.get("metrics"),
-            "calib_images": args.calib_images,
-            "method": "ptq" if args.ptq else "qat",
-        }
+    return run_command(lambda: _quantize(cfg, args))
 
-        def prepare(m: torch.nn.Module, train_data: PairTensors, device: torch.device) -> None:
-            calibrate(m, train_data, device, args.calib_images, progress=cfg.progress)
 
-        if args.ptq:
-            return _run_ptq(cfg, model, prepare, record)
-        result = train(cfg, model, INT8_FORMAT, prepare, record)
-    except (DataError, CheckpointError, TrainingError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"done: best val mIoU {100 * result['best_miou']:.2f}; checkpoints in {result['out']}")
-    return 0
+def _quantize(cfg: TrainConfig, args: argparse.Namespace) -> int:
+    float_ckpt = load_checkpoint(args.from_checkpoint)
+    model = qat_model_from_float(float_ckpt, args.from_checkpoint)
+    record = {
+        "from_checkpoint": str(args.from_checkpoint),
+        "from_metrics": float_ckpt.get("metrics"),
+        "calib_images": args.calib_images,
+        "method": "ptq" if args.ptq else "qat",
+    }
+
+    def prepare(m: torch.nn.Module, train_data: PairTensors, device: torch.device) -> None:
+        calibrate(m, train_data, device, args.calib_images, progress=cfg.progress)
+
+    if args.ptq:
+        return _run_ptq(cfg, model, prepare, record)
+    return report_training(train(cfg, model, INT8_FORMAT, prepare, record))
 
 
 def _run_ptq(cfg: TrainConfig, model: torch.nn.Module, prepare, record: dict) -> int:

@@ -6,7 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from targets.board import BOARDS_DIR, BoardError, list_boards
+from targets.board import BOARDS_DIR, list_boards
+from ucm.errors import run_command
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -14,11 +15,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=["list"])
     parser.add_argument("--boards-dir", type=Path, default=BOARDS_DIR)
     args = parser.parse_args(argv)
-    try:
-        boards = list_boards(args.boards_dir)
-    except BoardError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    return run_command(lambda: _list(args.boards_dir))
+
+
+def _list(boards_dir: Path) -> int:
+    boards = list_boards(boards_dir)
     rows = [("board", "target", "transport", "reached at", "description")]
     for b in boards:
         where = f"{b.ssh.user}@{b.ssh.host}:{b.ssh.port}" if b.has_host else (

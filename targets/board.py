@@ -6,13 +6,14 @@ import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from compile.targets import TARGETS
+from compile.toolchains import TARGETS
+from targets.errors import TargetError
 
 BOARDS_DIR = Path(__file__).resolve().parent / "boards"
 TRANSPORTS = ("ssh", "qemu", "local")
 
 
-class BoardError(ValueError):
+class BoardError(TargetError, ValueError):
     """A board that does not exist or whose TOML is wrong; the message names the file and the key."""
 
 

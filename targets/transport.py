@@ -7,8 +7,10 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from targets.errors import TargetError
 
-class TransportError(RuntimeError):
+
+class TransportError(TargetError, RuntimeError):
     """The board could not be reached or a transfer failed; the message names the board and the fix."""
 
 

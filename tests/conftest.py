@@ -44,8 +44,9 @@ def tiny_isic(tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The shipped int8 model compiled for every target (cross-built with the boards' GCC), once per session."""
-    from compile.bundle import CompileConfig, compile_bundle
-    from compile.targets import TARGETS
+    from compile.bundle import compile_bundle
+    from compile.config import CompileConfig
+    from compile.toolchains import TARGETS
 
     root = tmp_path_factory.mktemp("bundles")
     return {name: compile_bundle(CompileConfig(target=name, out=root / name)).dir for name in TARGETS}

@@ -18,13 +18,13 @@ import pytest
 
 from bench.deploy import run_on_board
 from bench.harness import RunConfig, run
-from compile.check import load_images
-from compile.targets import get_target
+from compile.toolchains import get_target
 from targets.board import BoardError, load_board, load_board_file
 from targets.cpu import host_cpu
 from targets.transport import BoardTimeoutError, CommandFailedError, TransportError
 from targets.transport_local import LocalTransport, QemuTransport
 from targets.transport_ssh import SSHTransport
+from ucm.data import load_images
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data" / "sample"

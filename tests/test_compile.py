@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,16 +13,19 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
+from bench.check import check_bundle
+from bench.deploy import run_bundle_here
 from compile.__main__ import main as compile_main
-from compile.bundle import CompileConfig, compile_bundle, run_make
-from compile.check import check_bundle, load_images, run_runner
+from compile.build import run_make
+from compile.bundle import compile_bundle
+from compile.config import CompileConfig
+from compile.executor.graph import extract_graph
+from compile.executor.plan_memory import check_plan, plan_memory
 from compile.frontend import UnsupportedOpError, check_supported, import_onnx
-from compile.graph import extract_graph
-from compile.lower_int8 import lower_int8
-from compile.lower_tir import fuse
-from compile.plan_memory import check_plan, plan_memory
-from compile.runner_io import local_command
-from compile.targets import CompileTarget, ToolchainError, UnknownTargetError, get_target
+from compile.kernels.fusion import fuse
+from compile.passes.lower_int8 import lower_int8
+from compile.toolchains import CompileTarget, ToolchainError, UnknownTargetError, get_target
+from ucm.data import load_images
 
 REPO = Path(__file__).resolve().parents[1]
 INT8_ONNX = REPO / "checkpoints" / "ucm_int8.onnx"
@@ -60,8 +64,8 @@ def test_metadata_report(bundles: dict[str, Path]) -> None:
 @pytest.mark.parametrize("target", ["cortex-a72", "rv64gc", "rv64gcv"])
 def test_emulated_targets_match_host(bundles: dict[str, Path], target: str, tmp_path: Path) -> None:
     names, images = load_images(SAMPLE, 256, 3)
-    host_masks, host_logits = run_runner(local_command(bundles["x86_64"]), images, names, tmp_path / "host")
-    masks, logits = run_runner(local_command(bundles[target]), images, names, tmp_path / target)
+    host_masks, host_logits = run_runner(bundles["x86_64"], images, names, tmp_path / "host")
+    masks, logits = run_runner(bundles[target], images, names, tmp_path / target)
     assert (masks == host_masks).mean() >= 0.9999
     np.testing.assert_allclose(logits, host_logits, atol=0.25)
     assert np.sqrt(((logits - host_logits) ** 2).mean()) < 0.01
@@ -159,8 +163,9 @@ def test_unsupported_onnx_op_names_node_and_op(tmp_path: Path) -> None:
 
 
 def test_inplace_calls_are_verified_and_save_memory() -> None:
-    from compile.inplace import apply_inplace, candidates, inplace_calls, verify
-    from compile.lower_tir import kernel_module, schedule_kernels
+    from compile.executor.inplace import apply_inplace, candidates, inplace_calls, verify
+    from compile.kernels.fusion import kernel_module
+    from compile.kernels.tuning import schedule_kernels
 
     mod, _ = import_onnx(INT8_ONNX)
     fused, macs = fuse(lower_int8(mod))
@@ -182,7 +187,7 @@ def test_inplace_calls_are_verified_and_save_memory() -> None:
 
 def test_stem_rewrite_matches_the_plain_graph(tmp_path: Path) -> None:
     """The recomputed stem (integer statistics, fused conv + affine + pool) against TVM's plain lowering."""
-    from compile.recompute_groupnorm import recompute_groupnorm
+    from compile.passes.recompute_groupnorm import recompute_groupnorm
 
     mod, _ = import_onnx(INT8_ONNX)
     lowered = lower_int8(mod)
@@ -190,9 +195,9 @@ def test_stem_rewrite_matches_the_plain_graph(tmp_path: Path) -> None:
     assert count == 1
     plain = compile_bundle(CompileConfig(target="x86_64", out=tmp_path / "plain", recompute_stem=False, inplace=False))
     names, images = load_images(SAMPLE, 256, 3)
-    _, ours = run_runner(local_command(plain.dir), images, names, tmp_path / "p")
+    _, ours = run_runner(plain.dir, images, names, tmp_path / "p")
     bundle = compile_bundle(CompileConfig(target="x86_64", out=tmp_path / "stem"))
-    _, stem = run_runner(local_command(bundle.dir), images, names, tmp_path / "s")
+    _, stem = run_runner(bundle.dir, images, names, tmp_path / "s")
     # Float rounding differs (one affine map instead of the norm chain); as between any two runtimes of this
     # model, int8 requantization spreads it to ~0.1% of mask pixels (see README, "Compile").
     assert ((ours > 0) == (stem > 0)).mean() > 0.998
@@ -204,8 +209,9 @@ def test_shipped_tuning_records_apply_and_export(bundles: dict[str, Path], tmp_p
     """x86_64 applies the shipped MetaSchedule records; the export re-times records against the rules."""
     import json
 
-    from compile.lower_tir import TUNING_DIR, kernel_module
-    from compile.recompute_groupnorm import recompute_groupnorm
+    from compile.config import TUNING_DIR
+    from compile.kernels.fusion import kernel_module
+    from compile.passes.recompute_groupnorm import recompute_groupnorm
     from compile.tune import export_best
 
     assert json.loads((bundles["x86_64"] / "metadata.json").read_text())["tuned_kernels"] > 0
@@ -220,17 +226,22 @@ def test_shipped_tuning_records_apply_and_export(bundles: dict[str, Path], tmp_p
 
 def test_matmul_nchw_rewrite_is_exact(bundles: dict[str, Path], tmp_path: Path) -> None:
     """Token matmul + transpose as one kernel: the same integer products and epilogue, so the same logits."""
-    from compile.matmul_nchw import matmul_nchw
+    from compile.passes.matmul_nchw import matmul_nchw
 
     mod, _ = import_onnx(INT8_ONNX)
     _, count = matmul_nchw(lower_int8(mod))
     assert count == 20
     split = compile_bundle(CompileConfig(target="x86_64", out=tmp_path / "split", matmul_nchw=False))
     names, images = load_images(SAMPLE, 256, 2)
-    _, reference = run_runner(local_command(split.dir), images, names, tmp_path / "a")
-    _, fused = run_runner(local_command(bundles["x86_64"]), images, names, tmp_path / "b")
+    _, reference = run_runner(split.dir, images, names, tmp_path / "a")
+    _, fused = run_runner(bundles["x86_64"], images, names, tmp_path / "b")
     np.testing.assert_array_equal(fused, reference)
     assert split.metadata["ram_bytes"]["arena"] > bundles_arena(bundles["x86_64"])
+
+
+def run_runner(bundle: Path, images: np.ndarray, names: list[str], work: Path) -> tuple[np.ndarray, np.ndarray]:
+    result = run_bundle_here(bundle, names, images, work)
+    return result.masks, result.logits
 
 
 def bundles_arena(bundle: Path) -> int:
@@ -304,3 +315,22 @@ def test_onnx_files_the_compiler_cannot_take(tmp_path: Path, capsys: pytest.Capt
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1, err
         assert not out.exists()  # nothing half-written
+
+
+def test_listing_targets_loads_neither_tvm_nor_torch() -> None:
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "compile", "--list-targets"], cwd=REPO,
+                          capture_output=True, text=True, check=True)
+    imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+    assert "compile.toolchains" in imported
+    assert not {name for name in imported if name.split(".")[0] in ("torch", "tvm", "tvm_ffi")}
+
+
+def test_fingerprint_covers_what_changes_a_bundle_only() -> None:
+    from compile.bundle import PACKAGE, fingerprint_files
+    from compile.kernels.codegen import HOST_LLVM
+
+    files = {p.relative_to(PACKAGE).as_posix() for p in fingerprint_files("x86_64")}
+    assert {"pipeline.py", "passes/lower_int8.py", "kernels/rules.py", "executor/runtime/runner.c",
+            "tuning/x86_64/database_tuning_record.json"} <= files
+    assert not files & {"__main__.py", "tune.py"} and all(not f.startswith("..") for f in files)
+    assert "mtriple" not in HOST_LLVM  # the machine the compiler runs on, x86-64 or arm64 alike

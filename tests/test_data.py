@@ -4,7 +4,8 @@ import torch
 from conftest import write_pair
 from PIL import Image
 
-from ucm.data import DataError, JointAugment, find_pairs, load_pair, load_tensors
+from ucm.data import DataError, JointAugment, load_pair, load_tensors
+from ucm.pairs import find_pairs
 
 
 def test_isic_flat_and_split_folders(tmp_path):

@@ -8,8 +8,10 @@ from tvm import relax
 from tvm.relax.frontend.onnx import from_onnx
 from tvm.script import relax as R
 
-from compile.lower_int8 import LoweringError, count_mac_ops, lower_int8
-from ucm.data import find_pairs, load_tensors
+from compile.passes.lower_int8 import LoweringError, lower_int8
+from compile.passes.op_counts import count_mac_ops
+from ucm.data import load_tensors
+from ucm.pairs import find_pairs
 
 INT8_ONNX = REPO / "checkpoints" / "ucm_int8.onnx"
 

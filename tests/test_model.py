@@ -9,9 +9,10 @@ import torch
 from conftest import FLOAT_CKPT, REPO
 
 from ucm.checkpoint import load_float_model
-from ucm.data import find_pairs, load_tensors
+from ucm.data import load_tensors
 from ucm.export import export_float_onnx
 from ucm.model import build_model
+from ucm.pairs import find_pairs
 from ucm.summary import summarize
 
 

@@ -14,8 +14,9 @@ from torch import nn
 from quantize.export import check_export, export_int8_onnx
 from quantize.model import build_qat_model, float_layers, model_from_qat_checkpoint, quant_layers, weight_bytes
 from ucm.checkpoint import FLOAT_FORMAT, CheckpointError, load_checkpoint, load_float_model, save_checkpoint
-from ucm.data import find_pairs, load_tensors
+from ucm.data import load_tensors
 from ucm.model import build_model
+from ucm.pairs import find_pairs
 
 
 def _run(module, *args):

@@ -10,7 +10,8 @@ from conftest import REPO
 from quantize.export import check_export
 from quantize.model import float_layers, model_from_qat_checkpoint
 from ucm.checkpoint import load_checkpoint
-from ucm.data import find_pairs, load_tensors
+from ucm.data import load_tensors
+from ucm.pairs import find_pairs
 
 CKPTS = REPO / "checkpoints"
 

@@ -3,40 +3,26 @@
 from __future__ import annotations
 
 import io
-import os
 import pickle
-import tempfile
 import zipfile
 from collections.abc import Callable
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from ucm.errors import UserError
+from ucm.files import atomic_write_bytes
 from ucm.model import UCMNet, build_model
 
 FLOAT_FORMAT = "ucm-edge/float-v1"
+FORMATS_GROUP = "ucm_edge.checkpoint_formats"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A checkpoint that cannot be used; the message names the file and what to do."""
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_checkpoint(obj: dict[str, Any], path: str | Path) -> None:
@@ -105,6 +91,18 @@ def rebuild_model(
 def model_from_checkpoint(ckpt: dict[str, Any], path: str | Path) -> UCMNet:
     """Rebuild the float UCM-Net a checkpoint describes and load its weights (strictly)."""
     return rebuild_model(ckpt, path, FLOAT_FORMAT, build_model, "a float UCM-Net")
+
+
+def model_from_any_checkpoint(ckpt: dict[str, Any], path: str | Path) -> nn.Module:
+    """The model a checkpoint of any registered format describes. Each format registers its builder as an
+    entry point of group FORMATS_GROUP (pyproject.toml): the float one here, the int8 QAT one in `quantize`."""
+    builders = {ep.name: ep for ep in entry_points(group=FORMATS_GROUP)}
+    if ckpt["format"] not in builders:
+        raise CheckpointError(
+            f"{path}: unknown checkpoint format '{ckpt['format']}'; known: {', '.join(sorted(builders)) or 'none'} "
+            "(none known: install ucm-edge with 'make setup' or 'pip install -e .')"
+        )
+    return builders[ckpt["format"]].load()(ckpt, path)
 
 
 def load_float_model(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[UCMNet, dict[str, Any]]:

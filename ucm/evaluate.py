@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -20,13 +19,23 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
-from ucm.checkpoint import CheckpointError, atomic_write_bytes, load_checkpoint, model_from_checkpoint
-from ucm.data import LAYOUT_NAMES, DataError, PairTensors, find_pairs, load_tensors
+from ucm.checkpoint import CheckpointError, load_checkpoint, model_from_any_checkpoint
+from ucm.data import DataError, PairTensors, load_tensors
+from ucm.errors import run_command
+from ucm.files import atomic_write_json
 from ucm.metrics import SegmentationMeter, binarize_logits
 from ucm.model import input_size_problem
+from ucm.pairs import LAYOUT_NAMES, find_pairs
 
 Predictor = Callable[[torch.Tensor], torch.Tensor]
 """Maps float images [B, 3, H, W] in [0, 1] to logits [B, 1, H, W] (on the CPU)."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """"auto": CUDA if present, else the CPU; or the device named."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
 
 
 def torch_predictor(model: torch.nn.Module, device: torch.device | str = "cpu") -> Predictor:
@@ -69,11 +78,7 @@ def load_predictor(path: str | Path, device: torch.device | str = "cpu") -> Pred
     if path.suffix == ".onnx":
         return onnx_predictor(path)
     ckpt = load_checkpoint(path, map_location="cpu")
-    if ckpt["format"].startswith("ucm-edge/int8"):
-        from quantize.model import model_from_qat_checkpoint
-
-        return torch_predictor(model_from_qat_checkpoint(ckpt, path), device)
-    return torch_predictor(model_from_checkpoint(ckpt, path), device)
+    return torch_predictor(model_from_any_checkpoint(ckpt, path), device)
 
 
 def predict_masks(predict: Predictor, data: PairTensors, batch_size: int = 16, progress: bool = False) -> torch.Tensor:
@@ -122,23 +127,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--overlays", help="write contour overlays (green: truth, red: prediction) into this folder")
     ap.add_argument("--device", default="auto", help="auto, cpu or cuda")
     args = ap.parse_args(argv)
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    return run_command(lambda: _evaluate(args))
+
+
+def _evaluate(args: argparse.Namespace) -> int:
     problem = input_size_problem(args.size, args.size)
     if problem:
-        print(f"error: --size {args.size}: {problem}", file=sys.stderr)
-        return 2
-    try:
-        pairs = find_pairs(args.data, args.layout, split_csv=args.split_csv, split=args.split)
-        data = load_tensors(pairs, args.size)
-        predict = load_predictor(args.checkpoint, device)
-    except (DataError, CheckpointError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    try:
-        pred = predict_masks(predict, data, progress=True)
-    except CheckpointError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        raise DataError(f"--size {args.size}: {problem}")
+    pairs = find_pairs(args.data, args.layout, split_csv=args.split_csv, split=args.split)
+    data = load_tensors(pairs, args.size)
+    predict = load_predictor(args.checkpoint, resolve_device(args.device))
+    pred = predict_masks(predict, data, progress=True)
     metrics = score(pred, data.masks)
     print(
         f"{args.checkpoint} on {metrics['n_images']} images: mIoU {100 * metrics['miou']:.2f}  "
@@ -146,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         f"mDice* {100 * metrics['mdice_star']:.2f}"
     )
     if args.json:
-        atomic_write_bytes(args.json, (json.dumps(metrics, indent=2) + "\n").encode())
+        atomic_write_json(args.json, metrics)
     if args.overlays:
         write_overlays(data, pred, args.overlays)
         print(f"overlays written to {args.overlays}")

@@ -13,7 +13,7 @@ import onnx
 import torch
 from onnx import numpy_helper
 
-from ucm.checkpoint import atomic_write_bytes
+from ucm.files import atomic_write_bytes
 
 OPSET = 17
 

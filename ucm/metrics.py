@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 THRESHOLD = 0.5
@@ -58,3 +59,31 @@ class SegmentationMeter:
             "mdice_star": 2 * self.tp / (2 * self.tp + self.fp + self.fn) if union else 1.0,
             "n_images": n,
         }
+
+
+@dataclass(frozen=True)
+class LogitAgreement:
+    """How closely two runtimes agree on the same images: masks (logits > 0) and raw logits."""
+
+    n_images: int
+    pixel_agreement: float
+    logits_max_abs_diff: float
+    rmse: float
+    mae: float
+    cosine: float
+
+
+def logit_agreement(logits: np.ndarray, reference: np.ndarray) -> LogitAgreement:
+    """Agreement of two stacks of logits [N, ...] of the same images (float64 sums)."""
+    d, r = np.asarray(logits, np.float64), np.asarray(reference, np.float64)
+    if d.shape != r.shape:
+        raise ValueError(f"logits of shape {d.shape} and {r.shape} cannot be compared")
+    diff = d - r
+    return LogitAgreement(
+        n_images=int(d.shape[0]),
+        pixel_agreement=float(((d > 0) == (r > 0)).mean()),
+        logits_max_abs_diff=float(np.abs(diff).max()),
+        rmse=float(np.sqrt((diff ** 2).mean())),
+        mae=float(np.abs(diff).mean()),
+        cosine=float((d * r).sum() / max(np.linalg.norm(d) * np.linalg.norm(r), 1e-30)),
+    )

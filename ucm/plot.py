@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -15,12 +14,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-
-def read_log(path: Path) -> list[dict]:
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    if not rows:
-        raise ValueError(f"{path}: empty training log")
-    return rows
+from ucm.errors import run_command  # noqa: E402
+from ucm.run_state import TrainingError, read_log  # noqa: E402
 
 
 def plot_logs(paths: list[Path], out: Path) -> None:
@@ -28,6 +23,11 @@ def plot_logs(paths: list[Path], out: Path) -> None:
     lows = []
     for path in paths:
         rows = read_log(path)
+        if not rows:
+            raise TrainingError(f"{path}: no training log there, or an empty one")
+        missing = {"train_loss", "val_miou"} - set(rows[0])
+        if missing:
+            raise TrainingError(f"{path}: rows lack {sorted(missing)}: not a log.jsonl written by training")
         epochs = [r["epoch"] for r in rows]
         label = path.stem.removesuffix("_log")
         ax_loss.plot(epochs, [r["train_loss"] for r in rows], label=label)
@@ -55,12 +55,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("logs", nargs="+", type=Path, help="log.jsonl files")
     ap.add_argument("--out", type=Path, default=Path("runs/training.png"))
     args = ap.parse_args(argv)
-    try:
-        plot_logs(args.logs, args.out)
-    except (OSError, ValueError, KeyError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"wrote {args.out}")
+    return run_command(lambda: _plot(args.logs, args.out))
+
+
+def _plot(logs: list[Path], out: Path) -> int:
+    plot_logs(logs, out)
+    print(f"wrote {out}")
     return 0
 
 

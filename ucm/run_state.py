@@ -12,10 +12,12 @@ from pathlib import Path
 
 import torch
 
-from ucm.checkpoint import CheckpointError, atomic_write_bytes, load_checkpoint
+from ucm.checkpoint import CheckpointError, load_checkpoint
+from ucm.errors import UserError
+from ucm.files import atomic_write_bytes
 
 
-class TrainingError(RuntimeError):
+class TrainingError(UserError, RuntimeError):
     """Training cannot go on; the message says why and what to do."""
 
 
@@ -58,11 +60,17 @@ def load_training_state(path: Path, options: dict, checkpoint_format: str) -> di
     return ckpt
 
 
-def read_log(path: Path, upto_epoch: int) -> list[dict]:
+def read_log(path: Path, upto_epoch: int | None = None) -> list[dict]:
+    """The rows of a log.jsonl (up to an epoch); none when the file does not exist."""
     if not path.exists():
         return []
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [r for r in rows if r["epoch"] <= upto_epoch]
+    try:
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise TrainingError(f"{path}: not a training log (one JSON object a line): {e}") from e
+    if any(not isinstance(r, dict) or "epoch" not in r for r in rows):
+        raise TrainingError(f"{path}: a row without 'epoch': not a log.jsonl written by training")
+    return [r for r in rows if upto_epoch is None or r["epoch"] <= upto_epoch]
 
 
 def rng_state(shuffle: torch.Generator) -> dict:

@@ -16,7 +16,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from ucm.data import DataError, find_pairs, load_pair
+from ucm.data import load_pair
+from ucm.errors import run_command
+from ucm.pairs import find_pairs
 
 
 def make_sample(data: str, split_csv: str | None, split: str | None, n: int, size: int, out: Path) -> list[str]:
@@ -41,11 +43,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--out", default="data/sample")
     args = ap.parse_args(argv)
-    try:
-        ids = make_sample(args.data, args.split_csv, args.split, args.n, args.size, Path(args.out))
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return run_command(lambda: _sample(args))
+
+
+def _sample(args: argparse.Namespace) -> int:
+    ids = make_sample(args.data, args.split_csv, args.split, args.n, args.size, Path(args.out))
     print(f"wrote {len(ids)} pairs to {args.out}")
     return 0
 

@@ -17,7 +17,8 @@ import sys
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from ucm.checkpoint import CheckpointError, load_float_model
+from ucm.checkpoint import load_float_model
+from ucm.errors import run_command
 from ucm.model import UCMNet, build_model
 
 
@@ -47,11 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--checkpoint", help="summarise this checkpoint's model (default: the default config)")
     args = ap.parse_args(argv)
-    try:
-        model = load_float_model(args.checkpoint)[0] if args.checkpoint else build_model()
-    except CheckpointError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return run_command(lambda: _summary(args))
+
+
+def _summary(args: argparse.Namespace) -> int:
+    model = load_float_model(args.checkpoint)[0] if args.checkpoint else build_model()
     info = summarize(model, args.size)
     if args.json:
         print(json.dumps(info))

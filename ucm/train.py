@@ -28,10 +28,12 @@ from torch import nn
 from tqdm import tqdm
 
 from ucm.checkpoint import FLOAT_FORMAT, CheckpointError, save_checkpoint
-from ucm.data import LAYOUT_NAMES, DataError, JointAugment, PairTensors, find_pairs, load_tensors
-from ucm.evaluate import predict_masks, score, torch_predictor
+from ucm.data import DataError, JointAugment, PairTensors, load_tensors
+from ucm.errors import run_command
+from ucm.evaluate import predict_masks, resolve_device, score, torch_predictor
 from ucm.losses import group_loss
 from ucm.model import UCMNetConfig, build_model, input_size_problem
+from ucm.pairs import LAYOUT_NAMES, find_pairs
 from ucm.run_state import TrainingError, load_training_state, read_log, rng_state, set_rng_state, write_log
 
 
@@ -56,12 +58,6 @@ class TrainConfig:
     device: str = "auto"
     resume: bool = False
     progress: bool = True
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def split_data(cfg: TrainConfig) -> tuple[list, list]:
@@ -262,11 +258,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m ucm.train", description=__doc__.split("\n\n")[0])
     add_train_arguments(ap, TrainConfig(data=""))
     cfg = config_from_args(ap.parse_args(argv))
-    try:
-        result = train(cfg)
-    except (DataError, CheckpointError, TrainingError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return run_command(lambda: report_training(train(cfg)))
+
+
+def report_training(result: dict) -> int:
     print(f"done: best val mIoU {100 * result['best_miou']:.2f}; checkpoints in {result['out']}")
     return 0
 

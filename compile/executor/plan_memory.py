@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from compile.graph import ExecGraph
+from compile.executor.graph import ExecGraph
 
 ALIGN = 64  # bytes; a cache line, and enough for any vector load the kernels emit
 

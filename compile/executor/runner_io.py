@@ -1,4 +1,5 @@
-"""Talking to a bundle's `ucm_runner`: the files it reads and writes, and how to start it on this machine."""
+"""The files a bundle's `ucm_runner` reads and writes (PPM in; PGM masks, float32 logits, timings.tsv out),
+and the bundle's metadata.json."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from compile.targets import CompileTarget, get_target
+from compile.errors import CompileError
 
 
 def write_ppm(path: Path, rgb_hwc: np.ndarray) -> None:
@@ -47,18 +48,5 @@ def read_timings(path: Path) -> dict[str, int]:
 def load_metadata(bundle: Path) -> dict:
     path = bundle / "metadata.json"
     if not path.is_file():
-        raise FileNotFoundError(f"{bundle}: no metadata.json; build a bundle with python -m compile")
+        raise CompileError(f"{bundle}: no metadata.json; build a bundle with python -m compile")
     return json.loads(path.read_text())
-
-
-def bundle_target(bundle: Path) -> CompileTarget:
-    return get_target(load_metadata(bundle)["target"])
-
-
-def local_command(bundle: Path) -> list[str]:
-    """How to start the bundle's runner on this machine: directly for the host target, else under QEMU."""
-    runner = bundle / "ucm_runner"
-    if not runner.is_file():
-        raise FileNotFoundError(f"{bundle}: no ucm_runner; build it with 'make' in the bundle or python -m compile")
-    target = bundle_target(bundle)
-    return [*target.require_qemu(), str(runner)]

@@ -13,10 +13,9 @@ from __future__ import annotations
 import numpy as np
 import tvm
 
-from compile.graph import ExecGraph
-from compile.lower_tir import KERNEL_PREFIX
-
-HOST_LLVM = {"kind": "llvm", "mtriple": "x86_64-linux-gnu"}
+from compile.executor.graph import ExecGraph
+from compile.kernels.attrs import KERNEL_PREFIX
+from compile.kernels.codegen import HOST_LLVM
 
 
 def _random(shape: tuple[int, ...], dtype: str, rng: np.random.Generator) -> np.ndarray:

@@ -16,7 +16,8 @@ from tvm import relax, te
 from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
 from tvm.s_tir import Schedule
 
-from compile.lower_tir import mark_scheduled, with_new_main
+from compile.kernels.attrs import mark_scheduled
+from compile.passes.common import with_new_main
 
 
 def _pattern() -> tuple[relax.dpl.DFPattern, dict]:

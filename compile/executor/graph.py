@@ -1,6 +1,6 @@
 """The lowered Relax `main` as a flat execution graph: tensors and the kernel calls that read and write them.
 
-After `compile.lower_tir.fuse`, UCM-Net's `main` is one dataflow block of `R.call_tir(kernel, args)` and
+After `compile.kernels.fusion.fuse`, UCM-Net's `main` is one dataflow block of `R.call_tir(kernel, args)` and
 `R.reshape` (a view) bindings. This module turns it into plain Python data that the memory planner and the
 C emitter work on; anything else in `main` is reported by name, since the static executor cannot run it.
 """
@@ -13,8 +13,10 @@ import numpy as np
 import tvm
 from tvm import relax
 
+from compile.errors import CompileError
 
-class UnsupportedGraphError(ValueError):
+
+class UnsupportedGraphError(CompileError, ValueError):
     """A construct in the lowered Relax main the static C executor cannot run."""
 
 

@@ -1,16 +1,19 @@
-"""The compile targets: one table, printed by `python -m compile --list-targets`."""
+"""The compile targets (a CPU, its triple, its cross toolchain and emulator): one table, printed by
+`python -m compile --list-targets`. Boards, which name a compile target, are `targets/` at the top level."""
 
 from __future__ import annotations
 
 import shutil
 from dataclasses import dataclass, field
 
+from compile.errors import CompileError
 
-class UnknownTargetError(ValueError):
+
+class UnknownTargetError(CompileError, ValueError):
     """A target name not in TARGETS; the message lists the known ones."""
 
 
-class ToolchainError(RuntimeError):
+class ToolchainError(CompileError, RuntimeError):
     """A cross compiler or emulator this target needs is not installed; the message names the Debian package."""
 
 

@@ -24,9 +24,8 @@ from tvm import relax, te, topi
 from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
 from tvm.s_tir import Schedule
 
-from compile.lower_tir import mark_scheduled, with_new_main
-
-LANES = 16
+from compile.kernels.attrs import LANES, mark_scheduled
+from compile.passes.common import with_new_main
 
 
 def _value(expr: relax.Expr) -> np.ndarray | None:

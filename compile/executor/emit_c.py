@@ -11,9 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from compile.graph import ExecGraph, Tensor
-from compile.lower_tir import KERNEL_PREFIX
-from compile.plan_memory import MemoryPlan
+from compile.errors import CompileError
+from compile.executor.graph import ExecGraph, Tensor
+from compile.executor.plan_memory import MemoryPlan
+from compile.kernels.attrs import KERNEL_PREFIX
 
 _C_TYPES = {"int8": "int8_t", "uint8": "uint8_t", "int32": "int32_t", "float32": "float", "int64": "int64_t",
             "float64": "double"}
@@ -21,7 +22,7 @@ _DL_TYPES = {"int8": "{kDLInt, 8, 1}", "uint8": "{kDLUInt, 8, 1}", "int32": "{kD
              "float32": "{kDLFloat, 32, 1}", "int64": "{kDLInt, 64, 1}", "float64": "{kDLFloat, 64, 1}"}
 
 
-class EmitError(ValueError):
+class EmitError(CompileError, ValueError):
     """A tensor the C emitter cannot describe (dtype, layout)."""
 
 

@@ -1,0 +1,1 @@
+"""Fused TIR kernels: fusion and MAC counting, schedule rules, tuning records, code generation."""

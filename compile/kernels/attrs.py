@@ -1,0 +1,29 @@
+"""What the compile stage's kernels agree on: their exported symbol names, the vector width schedules split
+for, and the attributes a kernel written with its own schedule carries (so later steps leave it alone and
+still count its multiply-accumulates)."""
+
+from __future__ import annotations
+
+import tvm
+
+KERNEL_PREFIX = "ucm_"  # global symbol of each kernel; TVM's packed wrapper is `__tvm_ffi_<symbol>`
+LANES = 16  # vector width the schedules split for (int32 / float32: two AVX2 or four NEON registers)
+SCHEDULED_ATTR = "ucm.scheduled"
+MACS_ATTR = "ucm.macs"
+RECOMPUTED_ATTR = "ucm.recomputed_macs"
+
+
+def mark_scheduled(func: tvm.tirx.PrimFunc, macs: int, recomputed: int) -> tvm.tirx.PrimFunc:
+    """Mark a kernel as already scheduled, with the MACs it does (and how many of them are recomputed)."""
+    return func.with_attrs({SCHEDULED_ATTR: True, MACS_ATTR: macs, RECOMPUTED_ATTR: recomputed,
+                            "op_pattern": 8})  # kOpaque: FuseOps leaves it alone
+
+
+def is_scheduled(func: tvm.tirx.PrimFunc) -> bool:
+    return func.attrs is not None and bool(func.attrs.get(SCHEDULED_ATTR))
+
+
+def recomputed_macs(kmod: tvm.IRModule) -> dict[str, int]:
+    """MACs a kernel repeats on purpose (to save memory), by kernel name."""
+    return {gv.name_hint: int(f.attrs[RECOMPUTED_ATTR]) for gv, f in kmod.functions.items()
+            if f.attrs is not None and RECOMPUTED_ATTR in f.attrs}

@@ -1,0 +1,38 @@
+"""Kernel code generation (TVM's C source or TVM's LLVM object code) and each kernel's scratch memory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import tvm
+from tvm.s_tir import transform as stir_transform
+from tvm.s_tir.analysis import calculate_allocated_bytes
+
+NO_ASSERT = {"tirx.disable_assert": True}  # argument checks are ours (static shapes), not the kernels
+HOST_LLVM = {"kind": "llvm"}  # no triple: LLVM's default, the machine the compiler runs on
+
+
+def workspace_bytes(kmod: tvm.IRModule) -> dict[str, int]:
+    """Upper bound of the scratch memory each kernel allocates (TVMBackendAllocWorkspace or stack)."""
+    lowered = tvm.transform.Sequential([
+        stir_transform.LowerInitBlock(),
+        stir_transform.PlanAndUpdateBufferAllocationLocation(),
+        stir_transform.ConvertBlocksToOpaque(),
+        stir_transform.CompactBufferAllocation(),
+        stir_transform.LowerOpaqueBlock(),
+    ])(kmod)
+    sizes = calculate_allocated_bytes(lowered)
+    return {name: int(sum(scopes.values())) for name, scopes in sizes.items()}
+
+
+def build_kernels(kmod: tvm.IRModule, tvm_target: dict, out: Path) -> Path:
+    """Generate the kernels: `kernels.c` for `{"kind": "c"}`, else an object file `kernels.o` from LLVM."""
+    with tvm.transform.PassContext(opt_level=3, config=NO_ASSERT):
+        lib = tvm.tirx.build(kmod, target=tvm.target.Target(tvm_target))
+    if tvm_target["kind"] == "c":
+        path = out / "kernels.c"
+        path.write_text(lib.inspect_source())
+    else:
+        path = out / "kernels.o"
+        lib.write_to_file(str(path))
+    return path

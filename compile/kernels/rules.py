@@ -1,0 +1,143 @@
+"""The schedule rules, written with TVM's schedule primitives: what a kernel gets when no MetaSchedule record
+is shipped for it. Convolutions and matrix products accumulate one output row at a time; the other kernels
+inline their element-wise parts and compute a reduction's consumer per element."""
+
+from __future__ import annotations
+
+import tvm
+from tvm.s_tir import Schedule, ScheduleError
+
+from compile.kernels.attrs import LANES
+
+
+def inline_elementwise(func: tvm.tirx.PrimFunc, keep: tuple[str, ...] = ()) -> tvm.tirx.PrimFunc:
+    """Inline every injective block (padding, bias add, cast, rescale, ...) into its consumer or producer,
+    so a fused kernel is one loop nest without whole-tensor intermediates (MetaSchedule's AutoInline, as a
+    fixed rule). Blocks named in `keep` stay."""
+    sch = Schedule(func)
+    changed = True
+    while changed:
+        changed = False
+        for block in sch.get_child_blocks(sch.get_sblock("root")) if _has_root(sch) else []:
+            if sch.get(block).name_hint in keep:
+                continue
+            for inline in (sch.compute_inline, sch.reverse_compute_inline):
+                try:
+                    inline(block)
+                except ScheduleError:
+                    continue
+                changed = True
+                break
+            if changed:
+                break
+    return sch.mod["main"]
+
+
+def _vector_partial_sums(sch: Schedule) -> None:
+    """Long reductions (a norm's mean and variance over a whole plane) as LANES independent partial sums
+    (TVM's rfactor) in one vector, added up at the end: the sequential add chain was their bottleneck."""
+    for block in sch.get_child_blocks(sch.get_sblock("root")):
+        iters = sch.get(block).iter_vars
+        loops = sch.get_loops(block)
+        if len(loops) != len(iters) or iters[-1].iter_type != tvm.tirx.IterVar.CommReduce:
+            continue
+        extent = int(sch.get(loops[-1]).extent)
+        if extent < 4 * LANES or extent % LANES:
+            continue
+        try:
+            _, inner = sch.split(loops[-1], [None, LANES])
+            partial = sch.rfactor(inner, 0)
+            sch.vectorize(sch.get_loops(partial)[-1])
+        except ScheduleError:
+            continue
+
+
+def schedule_epilogues_per_element(func: tvm.tirx.PrimFunc, vectorize: bool = True) -> tvm.tirx.PrimFunc:
+    """The rule for the other kernels: `inline_elementwise`, then a reduction's element-wise consumer
+    (max-pool -> ReLU), which cannot be inlined into it, is computed right after each reduced element, so
+    their intermediate is one element instead of a tensor; long reductions become vector partial sums."""
+    sch = Schedule(inline_elementwise(func))
+    if not _has_root(sch):
+        return sch.mod["main"]
+    if vectorize:
+        _vector_partial_sums(sch)
+    for block in sch.get_child_blocks(sch.get_sblock("root")):
+        iters = sch.get(block).iter_vars
+        if not any(iv.iter_type == tvm.tirx.IterVar.CommReduce for iv in iters):
+            continue
+        loops = sch.get_loops(block)
+        spatial = [lp for lp, iv in zip(loops, iters) if iv.iter_type == tvm.tirx.IterVar.DataPar]
+        if not spatial or len(loops) != len(iters):
+            continue
+        for consumer in sch.get_consumers(block):
+            try:
+                sch.reverse_compute_at(consumer, spatial[-1])
+            except ScheduleError:
+                continue
+    return sch.mod["main"]
+
+
+def schedule_accumulate_rows(func: tvm.tirx.PrimFunc, vectorize: bool = True) -> tvm.tirx.PrimFunc:
+    """The rule for a convolution / matrix-product kernel (after `inline_elementwise`): the reduction loops
+    move inside the row loop, around the innermost output axis, and the epilogue (bias add, cast, rescale)
+    runs per row. The int32 accumulator then holds one output row instead of the whole output (workspace
+    from megabytes to a kilobyte), and the innermost loop runs over contiguous outputs (vectorized
+    epilogue; LLVM vectorizes the accumulation). `vectorize=False` for TVM's C code generator, which has no
+    vector types (GCC auto-vectorizes the same loops)."""
+    sch = Schedule(inline_elementwise(func, keep=("pad_temp",)))
+    children = sch.get_child_blocks(sch.get_sblock("root"))
+    pads = [b for b in children if sch.get(b).name_hint == "pad_temp"]
+    reductions = [b for b in children
+                  if any(iv.iter_type == tvm.tirx.IterVar.CommReduce for iv in sch.get(b).iter_vars)]
+    if len(reductions) != 1:
+        return sch.mod["main"]
+    block = reductions[0]
+    consumers = sch.get_consumers(block)
+    loops = sch.get_loops(block)
+    kinds = [iv.iter_type for iv in sch.get(block).iter_vars]
+    spatial = [lp for lp, k in zip(loops, kinds) if k == tvm.tirx.IterVar.DataPar]
+    reduce_ = [lp for lp, k in zip(loops, kinds) if k == tvm.tirx.IterVar.CommReduce]
+    if len(spatial) < 2 or not reduce_ or len(spatial) + len(reduce_) != len(loops):
+        return sch.mod["main"]
+    extent = int(sch.get(spatial[-1]).extent)
+    lanes = next((v for v in (LANES, 8, 4) if extent % v == 0), None) if vectorize else None
+    row, channel = spatial[-2], spatial[1] if len(spatial) == 4 else None  # NCHW: (yy, ff)
+    # NCHW: rows outside channels, so a padded input row band is built once per output row.
+    order = [spatial[0], row, channel] if channel is not None else spatial[:-1]
+    inner_most = channel if channel is not None else row
+    if lanes:
+        outer, _inner = sch.split(spatial[-1], [None, lanes])
+        sch.reorder(*order, outer, *reduce_, _inner)
+    else:
+        sch.reorder(*order, *reduce_, spatial[-1])
+    for consumer in consumers:
+        sch.reverse_compute_at(consumer, inner_most)
+    for pad in pads:  # the padded input rows this output row needs, not the whole padded input
+        sch.compute_at(pad, row)
+    if lanes:
+        sch.vectorize(_inner)
+    sch.decompose_reduction(block, reduce_[0])
+    if lanes:
+        for consumer in consumers:
+            _, vector = sch.split(sch.get_loops(consumer)[-1], [None, lanes])
+            sch.vectorize(vector)
+    return sch.mod["main"]
+
+
+def _has_root(sch: Schedule) -> bool:
+    try:
+        sch.get_sblock("root")
+    except ScheduleError:
+        return False
+    return True
+
+
+def rule_schedule(func: tvm.tirx.PrimFunc, macs: int, vectorize: bool = True) -> tvm.tirx.PrimFunc:
+    """The rule for one kernel: `schedule_accumulate_rows` if it multiplies and accumulates, else
+    `schedule_epilogues_per_element`; TVM's plain inlining where a loop nest does not fit the rule."""
+    try:
+        if macs > 0:
+            return schedule_accumulate_rows(func, vectorize)
+        return schedule_epilogues_per_element(func, vectorize)
+    except ScheduleError:
+        return inline_elementwise(func)
