@@ -21,9 +21,9 @@ from tqdm import tqdm
 
 from compile.executor.runner_io import load_metadata, read_logits, read_pgm, read_timings, write_ppm
 from compile.toolchains import get_target
-from targets.transport import CommandFailedError, Transport, sha256_file
+from targets.transport import CommandFailedError, Transport
 from targets.transport_local import local_transport
-from ucm.files import atomic_write_json
+from ucm.files import atomic_write_json, sha256_file
 
 
 @dataclass

@@ -24,12 +24,11 @@ from bench.report import (
 from compile.bundle import ensure_bundle
 from targets.board import BOARDS_DIR
 from targets.connect import make_transport, resolve_board
-from targets.cpu import host_cpu, parse_cpuinfo
-from targets.transport import Transport, sha256_file
+from targets.cpu import board_cpu, host_cpu
 from ucm.checkpoint import load_float_model
 from ucm.data import load_tensors
 from ucm.evaluate import resolve_device
-from ucm.files import atomic_write_json
+from ucm.files import atomic_write_json, sha256_file
 from ucm.pairs import find_pairs
 from ucm.paths import CHECKPOINTS, DIST, RUNS, SAMPLE_DATA
 
@@ -55,17 +54,6 @@ class RunConfig:
 
 def _log(message: str) -> None:
     print(f"[bench] {message}", flush=True)
-
-
-def board_cpu_description(transport: Transport, emulated: bool, timeout_s: float) -> str:
-    """The board's CPU model and ISA features (its /proc/cpuinfo), or what emulates it."""
-    if emulated:
-        return f"emulated on this host: {host_cpu().describe()}"
-    arch = transport.run(["uname", "-m"], timeout_s)
-    info = transport.run(["cat", "/proc/cpuinfo"], timeout_s)
-    if arch.exit_status or info.exit_status:
-        return "unknown (the board has no /proc/cpuinfo)"
-    return parse_cpuinfo(info.stdout, arch.stdout.strip()).describe()
 
 
 def float_reference(checkpoint: Path, images: np.ndarray) -> tuple[np.ndarray, list[float], str]:
@@ -105,8 +93,8 @@ def run(cfg: RunConfig) -> dict:
     transport = make_transport(board, emulated, out / "board_work", cfg.trust_new_host)
     _log(f"board {board.name}: {transport.describe()}" + ("  [EMULATED: latency not representative]" if emulated else ""))
     try:
-        board_cpu = board_cpu_description(transport, emulated, board.ssh.connect_timeout_s)
-        context = {"onnx_sha256": sha256_file(onnx), "float_checkpoint_sha256": sha256_file(float_checkpoint)}
+        cpu = board_cpu(transport, emulated, board.ssh.connect_timeout_s)
+        context = {"onnx_sha256": meta["onnx_sha256"], "float_checkpoint_sha256": sha256_file(float_checkpoint)}
         device = run_on_board(transport, bundle_dir / "ucm_runner", data.ids, images, out, cfg.chunk,
                               board.ssh.command_timeout_s, cfg.progress, context)
     finally:
@@ -134,7 +122,7 @@ def run(cfg: RunConfig) -> dict:
         "device_latency_ms_min": lat["min"], "device_latency_ms_p50": lat["p50"],
         "device_latency_ms_p95": lat["p95"], "device_latency_ms_max": lat["max"],
         "device_latency_us": device.micros,
-        "board_cpu": board_cpu,
+        "board_cpu": cpu,
         "host_cpu": host_cpu().describe(),
         "float_device": float_label,
         "float_latency_ms_p50": float(np.percentile(float_lat, 50)),

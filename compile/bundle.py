@@ -28,7 +28,7 @@ from compile.kernels.tuning import schedule_kernels, tuning_database
 from compile.metadata import ExecutorPlan, bundle_metadata
 from compile.pipeline import LoweredModel, lower_to_kernels
 from compile.toolchains import CompileTarget, get_target
-from ucm.files import atomic_write_json
+from ucm.files import atomic_write_json, sha256_file
 
 PACKAGE = Path(__file__).resolve().parent
 RUNTIME = PACKAGE / "executor" / "runtime"
@@ -170,7 +170,7 @@ def ensure_bundle(target: str, onnx: Path, bundle_dir: Path) -> dict:
     try:
         meta = load_metadata(bundle_dir)
         fresh = (meta["target"] == target and (bundle_dir / "ucm_runner").is_file()
-                 and meta.get("onnx_sha256") == hashlib.sha256(onnx.read_bytes()).hexdigest()
+                 and meta.get("onnx_sha256") == sha256_file(onnx)
                  and meta.get("compiler_sha256") == compiler_fingerprint(target))
     except (CompileError, KeyError, ValueError):
         fresh = False

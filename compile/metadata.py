@@ -3,7 +3,6 @@ RAM, per-kernel workspace), and the size report `python -m compile` prints from 
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from compile.executor.plan_memory import MemoryPlan
 from compile.frontend import count_params
 from compile.pipeline import LoweredModel
 from compile.toolchains import CompileTarget
+from ucm.files import sha256_file
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ def bundle_metadata(cfg: CompileConfig, target: CompileTarget, kernels: str, tvm
         "inplace_calls": len(plan.inplace),
         "tvm_version": tvm.__version__,
         "onnx": str(cfg.onnx),
-        "onnx_sha256": hashlib.sha256(Path(cfg.onnx).read_bytes()).hexdigest(),
+        "onnx_sha256": sha256_file(Path(cfg.onnx)),
         "compiler_sha256": fingerprint,
         "quantized": lowered.quantized,
         "input": {"height": height, "width": width, "layout": "HWC", "dtype": "uint8"},

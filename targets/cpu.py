@@ -10,6 +10,8 @@ import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from targets.transport import Transport
+
 X86_FEATURES = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8")
 ARM_FEATURES = {"asimd": "neon", "asimddp": "dotprod", "i8mm": "i8mm", "sve": "sve", "sve2": "sve2"}
 ARM_PARTS = {  # "CPU part" of Arm's own cores (implementer 0x41)
@@ -68,7 +70,8 @@ def parse_cpuinfo(text: str, arch: str) -> CpuInfo:
         base = re.match(r"rv\d+([a-z]*)", isa)
         letters = base.group(1) if base else ""
         model = _first(pairs, "uarch", "model name") or "RISC-V CPU"
-        return CpuInfo(model, arch, (isa.split("_")[0],) + (("rvv",) if "v" in letters else ()) if isa else ())
+        features = (isa.split("_")[0], "rvv") if "v" in letters else (isa.split("_")[0],)
+        return CpuInfo(model, arch, features if isa else ())
     return CpuInfo(_first(pairs, "model name") or platform.processor() or "unknown CPU", arch, ())
 
 
@@ -77,3 +80,14 @@ def host_cpu() -> CpuInfo:
     cpuinfo = Path("/proc/cpuinfo")
     text = cpuinfo.read_text(errors="replace") if cpuinfo.is_file() else ""
     return parse_cpuinfo(text, platform.machine().lower())
+
+
+def board_cpu(transport: Transport, emulated: bool, timeout_s: float) -> str:
+    """A board's CPU, described from its own `uname -m` and /proc/cpuinfo; or what emulates it."""
+    if emulated:
+        return f"emulated on this host: {host_cpu().describe()}"
+    arch = transport.run(["uname", "-m"], timeout_s)
+    info = transport.run(["cat", "/proc/cpuinfo"], timeout_s)
+    if arch.exit_status or info.exit_status:
+        return "unknown (the board has no /proc/cpuinfo)"
+    return parse_cpuinfo(info.stdout, arch.stdout.strip()).describe()

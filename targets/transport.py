@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from targets.errors import TargetError
+from ucm.files import sha256_file
 
 
 class TransportError(TargetError, RuntimeError):
@@ -27,14 +27,6 @@ class CommandResult:
     exit_status: int
     stdout: str
     stderr: str
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class Transport(ABC):
