@@ -1,7 +1,8 @@
 """Flash a bundle to a board and run its runner there on images, chunk by chunk, resumably.
 
 "Flash" for a Linux board: upload the statically linked runner to the board's work dir, verify it
-(size + SHA-256 on both ends) and make it executable. Images go up as binary PPMs in chunks; after each
+(size + SHA-256 on both ends) and make it executable; for a microcontroller under QEMU the firmware ELF is
+put in the work folder, which QEMU boots and the firmware reads its images from through semihosting. Images go up as binary PPMs in chunks; after each
 chunk the masks, logits and timings come back and `progress.json` records the finished images, so an
 interrupted run (or a dropped connection) resumes from the last finished image; a finished run, run again,
 measures again. What is resumed is keyed by content: the runner's SHA-256, the caller's context (the ONNX and
@@ -21,8 +22,8 @@ from tqdm import tqdm
 
 from compile.executor.runner_io import load_metadata, read_logits, read_pgm, read_timings, write_ppm
 from compile.toolchains import get_target
+from targets.connect import local_transport
 from targets.transport import CommandFailedError, Transport
-from targets.transport_local import local_transport
 from ucm.files import atomic_write_json, sha256_file
 
 
@@ -68,7 +69,7 @@ def _resume_state(state_path: Path, runner_sha: str, context: dict[str, str], na
 
 def flash(transport: Transport, runner: Path, timeout_s: float) -> PurePosixPath:
     transport.check(["mkdir", "-p", str(transport.work_dir / "in"), str(transport.work_dir / "out")], timeout_s)
-    remote = transport.work_dir / "ucm_runner"
+    remote = transport.work_dir / runner.name
     transport.upload([(runner, remote)], executable=True, timeout_s=timeout_s)
     return remote
 
@@ -104,8 +105,8 @@ def run_on_board(transport: Transport, runner: Path, names: list[str], images: n
                 files.append((path, remote_in / path.name))
             transport.upload(files, timeout_s=timeout_s)
             remote_paths = [remote for _, remote in files]
-            argv = [*transport.exec_prefix(), str(remote_runner), "--logits", "--repeat", str(repeat),
-                    "--out", str(remote_out), *map(str, remote_paths)]
+            argv = transport.program_argv(remote_runner, ["--logits", "--repeat", str(repeat), "--out", str(remote_out),
+                                                          *map(str, remote_paths)])
             result = transport.run(argv, timeout_s)
             if result.exit_status != 0:
                 raise CommandFailedError(
@@ -134,4 +135,4 @@ def run_bundle_here(bundle: Path, names: list[str], images: np.ndarray, out: Pat
     a board: for parity checks and host benchmarks."""
     target = get_target(load_metadata(bundle)["target"])
     transport = local_transport(target, out / "work")
-    return run_on_board(transport, bundle / "ucm_runner", names, images, out, progress=False, repeat=repeat)
+    return run_on_board(transport, bundle / target.runner, names, images, out, progress=False, repeat=repeat)

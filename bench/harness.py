@@ -22,6 +22,7 @@ from bench.report import (
     write_markdown,
 )
 from compile.bundle import ensure_bundle
+from compile.toolchains import get_target
 from targets.board import BOARDS_DIR
 from targets.connect import make_transport, resolve_board
 from targets.cpu import board_cpu, host_cpu
@@ -76,6 +77,12 @@ def float_reference(checkpoint: Path, images: np.ndarray) -> tuple[np.ndarray, l
     return np.stack(logits), times, label
 
 
+def icount_instructions(micros: list[int], shift: int | None) -> list[int] | None:
+    """Instructions per image where the board's clock is QEMU's -icount virtual time (2**shift ns each), to the
+    nearest thousand (the runner reports microseconds); None for other boards."""
+    return None if shift is None else [us * 1000 >> shift for us in micros]
+
+
 def run(cfg: RunConfig) -> dict:
     board, emulated = resolve_board(cfg.board, cfg.boards_dir, cfg.host, cfg.emulate)
     out = cfg.out_dir()
@@ -95,7 +102,7 @@ def run(cfg: RunConfig) -> dict:
     try:
         cpu = board_cpu(transport, emulated, board.ssh.connect_timeout_s)
         context = {"onnx_sha256": meta["onnx_sha256"], "float_checkpoint_sha256": sha256_file(float_checkpoint)}
-        device = run_on_board(transport, bundle_dir / "ucm_runner", data.ids, images, out, cfg.chunk,
+        device = run_on_board(transport, bundle_dir / get_target(board.target).runner, data.ids, images, out, cfg.chunk,
                               board.ssh.command_timeout_s, cfg.progress, context)
     finally:
         transport.close()
@@ -127,6 +134,8 @@ def run(cfg: RunConfig) -> dict:
         "float_device": float_label,
         "float_latency_ms_p50": float(np.percentile(float_lat, 50)),
         "float_latency_ms_p95": float(np.percentile(float_lat, 95)),
+        "instructions_per_image": icount_instructions(device.micros, transport.icount_shift),
+        "firmware": meta.get("firmware"),
         "flash_bytes": meta["flash_bytes"],
         "ram_bytes": meta["ram_bytes"],
         "bundle": str(bundle_dir),

@@ -14,7 +14,7 @@ import torch
 from ucm.evaluate import score
 from ucm.metrics import logit_agreement
 
-EMULATED_NOTE = "EMULATED board (QEMU user mode): latency is NOT representative of the real board"
+EMULATED_NOTE = "EMULATED board (QEMU): latency is NOT representative of the real board"
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -85,6 +85,14 @@ def table(report: dict) -> str:
         f"RAM {report['ram_bytes']['total']:,} B (arena {report['ram_bytes']['arena']:,}, workspace "
         f"{report['ram_bytes']['workspace']:,}, io {report['ram_bytes']['io']:,})"),
     ]
+    if report.get("instructions_per_image"):
+        counts = report["instructions_per_image"]
+        lines.append(f"instructions per image (QEMU icount), not cycles: median {int(np.median(counts)):,} "
+                     f"(min {min(counts):,}, max {max(counts):,}); the ms above are QEMU's virtual time")
+    if report.get("firmware"):
+        fw = report["firmware"]
+        lines.append(f"firmware ELF: flash {fw['flash']:,} B, RAM {fw['ram']:,} B (.data + .bss + heap + stack) "
+                     f"of the {fw['ram_budget']:,} B budget")
     return "\n".join(lines)
 
 

@@ -1,4 +1,5 @@
-"""python -m compile --target cortex-a72 [--onnx PATH] [--out DIR] [--kernels c|llvm] [--no-build]"""
+"""python -m compile --target cortex-a72 [--onnx PATH] [--out DIR] [--kernels c|llvm] [--no-build]
+[--ram-budget BYTES]"""
 
 from __future__ import annotations
 
@@ -20,14 +21,26 @@ def main(argv: list[str] | None = None) -> int:
                         help="kernel code: TVM's C source or TVM's LLVM object code (default llvm)")
     parser.add_argument("--no-build", action="store_true", help="write the bundle without compiling it")
     parser.add_argument("--no-tuning", action="store_true", help="ignore the shipped MetaSchedule records")
+    parser.add_argument("--ram-budget", type=_byte_count, default=None,
+                        help="bare-metal targets: SRAM the firmware may use, e.g. 1536K or 2M (default: the board's); "
+                             "the link fails, saying how much is needed, when it does not fit")
     parser.add_argument("--list-targets", action="store_true", help="print the target table and exit")
     args = parser.parse_args(argv)
     if args.list_targets:
         print(format_target_table())
         return 0
     cfg = CompileConfig(target=args.target, onnx=args.onnx, out=args.out, kernels=args.kernels, build=not args.no_build,
-                        tuning=not args.no_tuning)
+                        tuning=not args.no_tuning, ram_budget=args.ram_budget)
     return run_command(lambda: _compile(cfg))
+
+
+def _byte_count(text: str) -> int:
+    """Bytes, with an optional K or M suffix (KiB, MiB)."""
+    scale = {"K": 2**10, "M": 2**20}.get(text[-1:].upper(), 1)
+    digits = text[:-1] if scale > 1 else text
+    if not digits.isdigit() or int(digits) == 0:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a byte count such as 524288, 512K or 2M")
+    return int(digits) * scale
 
 
 def _compile(cfg: CompileConfig) -> int:

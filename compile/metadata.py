@@ -79,4 +79,9 @@ def size_report(metadata: dict) -> str:
         (f"RAM:   arena {ram['arena']:,} B, workspace {ram['workspace']:,} B, io {ram['io']:,} B, "
          f"total {ram['total']:,} B ({ram['total'] / 2**20:.2f} MiB)"),
     ]
+    if "firmware" in metadata:
+        fw = metadata["firmware"]
+        lines.append(f"firmware ELF: flash {fw['flash']:,} B; RAM {fw['ram']:,} B of the {fw['ram_budget']:,} B budget "
+                     f"(data {fw['ram_data']:,}, bss {fw['ram_bss']:,}, heap {fw['ram_heap']:,}, stack "
+                     f"{fw['ram_stack']:,}); runner staging outside it {fw['staging']:,} B")
     return "\n".join(lines)

@@ -28,11 +28,25 @@ class CompileTarget:
     compiler_package: str  # Debian package with the compiler
     qemu: tuple[str, ...] = ()  # QEMU user-mode command line that runs this target's binaries; () for the host
     kernels: str = "llvm"  # default kernel code generator: "llvm" (object code) or "c" (C source)
+    # QEMU system emulation of the board this bare-metal target's firmware is linked for; () for Linux targets
+    qemu_system: tuple[str, ...] = ()
+    firmware: str = ""  # bare metal: the board files (startup_<firmware>.c, <firmware>.ld) in the bundle
+    ram_budget: int = 0  # bare metal: default RAM_BYTES, the SRAM the firmware links into
     notes: str = field(default="", compare=False)
 
     @property
     def cc(self) -> str:
         return f"{self.cross_prefix}gcc"
+
+    @property
+    def bare_metal(self) -> bool:
+        """No operating system: the bundle builds firmware (startup, linker script, semihosting runner)."""
+        return bool(self.firmware)
+
+    @property
+    def runner(self) -> str:
+        """The program the bundle builds to run images: a Linux executable or a firmware ELF."""
+        return "ucm_firmware.elf" if self.bare_metal else "ucm_runner"
 
     def require_compiler(self) -> str:
         path = shutil.which(self.cc)
@@ -42,6 +56,12 @@ class CompileTarget:
                 f"'apt-get install {self.compiler_package}' (or pass --no-build to only write the bundle)"
             )
         return path
+
+    def require_qemu_system(self) -> list[str]:
+        if shutil.which(self.qemu_system[0]) is None:
+            raise ToolchainError(f"target {self.name}: emulator '{self.qemu_system[0]}' not found; install it with "
+                                 f"'apt-get install {self.qemu_system[0]}' (QEMU >= 8, e.g. from bookworm-backports)")
+        return list(self.qemu_system)
 
     def require_qemu(self) -> list[str]:
         if not self.qemu:
@@ -83,6 +103,20 @@ TARGETS: dict[str, CompileTarget] = {
                qemu_cpu="rv64,v=true,vlen=256,vext_spec=v1.0",
                notes="vector code comes from TVM's LLVM; Debian 12's GCC 12 does not auto-vectorize for RVV"),
         CompileTarget(
+            name="cortex-m55",
+            board="Arm Cortex-M55 with Helium (MVE), bare metal; Corstone-300 memory map (MPS3 AN547)",
+            triple="arm-none-eabi",
+            llvm={"kind": "llvm", "mtriple": "thumbv8.1m.main-none-eabi", "mcpu": "cortex-m55",
+                  "mattr": ["+mve.fp"], "mfloat-abi": "hard"},
+            cflags=("-mcpu=cortex-m55", "-mthumb", "-mfloat-abi=hard"),
+            cross_prefix="arm-none-eabi-",
+            compiler_package="gcc-arm-none-eabi libnewlib-arm-none-eabi",
+            qemu_system=("qemu-system-arm", "-M", "mps3-an547"),
+            firmware="an547",
+            ram_budget=4 * 2**20,  # the SSE-300's internal SRAM on the AN547
+            notes="firmware: startup, AN547 linker script and a semihosting runner; run under qemu-system-arm",
+        ),
+        CompileTarget(
             name="x86_64",
             board="this host (x86-64-v3: AVX2, FMA), for parity checks and host benchmarks",
             triple="x86_64-linux-gnu",
@@ -105,7 +139,7 @@ def get_target(name: str) -> CompileTarget:
 def format_target_table() -> str:
     rows = [("target", "board", "triple", "compiler (Debian package)", "emulator")]
     for t in TARGETS.values():
-        rows.append((t.name, t.board, t.triple, f"{t.cc} ({t.compiler_package})", " ".join(t.qemu) or "-"))
+        rows.append((t.name, t.board, t.triple, f"{t.cc} ({t.compiler_package})", " ".join(t.qemu or t.qemu_system) or "-"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))

@@ -34,6 +34,7 @@ class Transport(ABC):
 
     emulated: bool = False
     board_name: str = "board"
+    icount_shift: int | None = None  # QEMU -icount shift where the board's clock counts instructions
 
     @property
     @abstractmethod
@@ -56,6 +57,10 @@ class Transport(ABC):
     def exec_prefix(self) -> list[str]:
         """What goes before a target binary's path to run it on this board (e.g. an emulator)."""
         return []
+
+    def program_argv(self, program: PurePosixPath, args: list[str]) -> list[str]:
+        """The command line that runs a program (already on the board) with its arguments."""
+        return [*self.exec_prefix(), str(program), *args]
 
     def close(self) -> None:
         """Release the connection, if any."""

@@ -57,9 +57,3 @@ class QemuTransport(LocalTransport):
 
     def describe(self) -> str:
         return f"emulated with {' '.join(self._prefix) or 'the host CPU'} on this machine"
-
-
-def local_transport(target: CompileTarget, work_dir: Path, board_name: str | None = None) -> LocalTransport:
-    """This machine as a board of `target`: its binaries run directly, or under QEMU for a foreign target."""
-    name = board_name or f"{target.name} on this machine"
-    return QemuTransport(name, target, work_dir) if target.qemu else LocalTransport(name, work_dir)

@@ -20,6 +20,7 @@ TOOL_PACKAGES = {
     "make": "make",
     "aarch64-linux-gnu-gcc": "gcc-aarch64-linux-gnu",
     "riscv64-linux-gnu-gcc": "gcc-riscv64-linux-gnu",
+    "arm-none-eabi-gcc": "gcc-arm-none-eabi",
     "sshd": "openssh-server",
     "ssh-keygen": "openssh-client",
 }
@@ -31,9 +32,14 @@ def _stub(folder: Path, name: str, body: str) -> None:
     path.chmod(0o755)
 
 
+QEMU_TOOLS = ("qemu-riscv64", "qemu-system-arm")  # the probes for qemu-user and qemu-system-arm
+
+
 def _fresh_machine(tmp_path: Path, present: tuple[str, ...] = (), qemu_version: str | None = None,
-                   uid: int = 0) -> tuple[dict[str, str], Path]:
-    """Environment of a machine with only basic tools, the stubs for `present`, and a recording apt-get."""
+                   uid: int = 0, newlib: bool = False,
+                   qemu_tools: tuple[str, ...] = QEMU_TOOLS) -> tuple[dict[str, str], Path]:
+    """Environment of a machine with only basic tools, the stubs for `present`, QEMU `qemu_tools` of
+    `qemu_version`, newlib for arm-none-eabi if `newlib`, and a recording apt-get."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     for tool in BASIC_TOOLS:
@@ -44,14 +50,17 @@ def _fresh_machine(tmp_path: Path, present: tuple[str, ...] = (), qemu_version: 
     _stub(bin_dir, "id", f'if [ "$1" = -u ]; then echo {uid}; else echo root; fi')
     for tool in present:
         _stub(bin_dir, tool, "exit 0")
-    if qemu_version is not None:
-        _stub(bin_dir, "qemu-riscv64", f'echo "qemu-riscv64 version {qemu_version} (Debian)"')
+    for qemu in qemu_tools if qemu_version is not None else ():
+        _stub(bin_dir, qemu, f'echo "{qemu} version {qemu_version} (Debian)"')
+    specs = tmp_path / "rdimon.specs"
+    if newlib:
+        specs.write_text("")
     os_release = tmp_path / "os-release"
     os_release.write_text('PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nVERSION_CODENAME=bookworm\n')
     (tmp_path / "sources.list.d").mkdir()
     env = {"PATH": str(bin_dir), "HOME": str(tmp_path), "UCM_OS_RELEASE": str(os_release),
            "UCM_APT_SOURCES_DIR": str(tmp_path / "sources.list.d"),
-           "UCM_SSHD_PATH": str(tmp_path / "no-sshd")}
+           "UCM_SSHD_PATH": str(tmp_path / "no-sshd"), "UCM_NEWLIB_SPECS": str(specs)}
     return env, log
 
 
@@ -71,8 +80,8 @@ def test_fresh_machine_gets_every_package(tmp_path: Path) -> None:
     assert calls[0] == "update -q"
     installed = calls[1].split()
     assert installed[:3] == ["install", "-y", "-q"]
-    assert set(TOOL_PACKAGES.values()) <= set(installed[3:])
-    assert calls[2] == "install -y -q -t bookworm-backports qemu-user"
+    assert {*TOOL_PACKAGES.values(), "libnewlib-arm-none-eabi"} <= set(installed[3:])
+    assert calls[2] == "install -y -q -t bookworm-backports qemu-user qemu-system-arm"
     backports = (tmp_path / "sources.list.d" / "bookworm-backports.list").read_text()
     assert "bookworm-backports main" in backports
 
@@ -80,20 +89,36 @@ def test_fresh_machine_gets_every_package(tmp_path: Path) -> None:
 @pytest.mark.parametrize("tool", sorted(TOOL_PACKAGES))
 def test_each_missing_tool_is_asked_for(tmp_path: Path, tool: str) -> None:
     present = tuple(t for t in TOOL_PACKAGES if t != tool)
-    env, log = _fresh_machine(tmp_path, present=present, qemu_version="10.0.2")
+    env, log = _fresh_machine(tmp_path, present=present, qemu_version="10.0.2", newlib=True)
     proc = _run(env)
     assert proc.returncode == 0, proc.stderr
     assert _apt_calls(log) == ["update -q", f"install -y -q {TOOL_PACKAGES[tool]}"]
 
 
-def test_old_qemu_is_replaced_from_backports(tmp_path: Path) -> None:
-    env, log = _fresh_machine(tmp_path, present=tuple(TOOL_PACKAGES), qemu_version="7.2.0")
+def test_missing_newlib_is_asked_for(tmp_path: Path) -> None:
+    """arm-none-eabi-gcc alone cannot link the firmware: the semihosting C library is its own package."""
+    env, log = _fresh_machine(tmp_path, present=tuple(TOOL_PACKAGES), qemu_version="10.0.2")
     assert _run(env).returncode == 0
-    assert _apt_calls(log) == ["update -q", "install -y -q -t bookworm-backports qemu-user"]
+    assert _apt_calls(log) == ["update -q", "install -y -q libnewlib-arm-none-eabi"]
+
+
+def test_old_qemu_is_replaced_from_backports(tmp_path: Path) -> None:
+    env, log = _fresh_machine(tmp_path, present=tuple(TOOL_PACKAGES), qemu_version="7.2.0", newlib=True)
+    assert _run(env).returncode == 0
+    assert _apt_calls(log) == ["update -q", "install -y -q -t bookworm-backports qemu-user qemu-system-arm"]
+
+
+@pytest.mark.parametrize(("tool", "package"), [("qemu-riscv64", "qemu-user"), ("qemu-system-arm", "qemu-system-arm")])
+def test_each_missing_qemu_is_installed_from_backports(tmp_path: Path, tool: str, package: str) -> None:
+    others = tuple(t for t in QEMU_TOOLS if t != tool)
+    env, log = _fresh_machine(tmp_path, present=tuple(TOOL_PACKAGES), qemu_version="10.0.2", newlib=True,
+                              qemu_tools=others)
+    assert _run(env).returncode == 0
+    assert _apt_calls(log) == ["update -q", f"install -y -q -t bookworm-backports {package}"]
 
 
 def test_complete_machine_installs_nothing(tmp_path: Path) -> None:
-    env, log = _fresh_machine(tmp_path, present=tuple(TOOL_PACKAGES), qemu_version="10.0.2")
+    env, log = _fresh_machine(tmp_path, present=tuple(TOOL_PACKAGES), qemu_version="10.0.2", newlib=True)
     proc = _run(env)
     assert proc.returncode == 0 and _apt_calls(log) == [] and proc.stderr == ""
 
@@ -102,11 +127,12 @@ def test_not_root_lists_what_to_install(tmp_path: Path) -> None:
     env, log = _fresh_machine(tmp_path, uid=1000)
     proc = _run(env)
     assert proc.returncode == 0 and _apt_calls(log) == []
-    assert "gcc-aarch64-linux-gnu" in proc.stderr and "qemu-user (>= 8" in proc.stderr
+    assert "gcc-aarch64-linux-gnu" in proc.stderr and "libnewlib-arm-none-eabi" in proc.stderr
+    assert "qemu-user qemu-system-arm (QEMU >= 8" in proc.stderr
 
 
 def test_python_without_venv_module_asks_for_python3_venv(tmp_path: Path) -> None:
-    env, log = _fresh_machine(tmp_path, present=tuple(TOOL_PACKAGES), qemu_version="10.0.2")
+    env, log = _fresh_machine(tmp_path, present=tuple(TOOL_PACKAGES), qemu_version="10.0.2", newlib=True)
     bin_dir = Path(env["PATH"])
     (bin_dir / "python3").unlink()
     _stub(bin_dir, "python3", "exit 1")  # Debian's python3 without python3-venv: 'import ensurepip' fails

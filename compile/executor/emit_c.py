@@ -74,6 +74,26 @@ def emit_config(graph: ExecGraph, plan: MemoryPlan, workspace: int, path: Path) 
     )
 
 
+def _profile_support(kernels: list[str]) -> list[str]:
+    """`UCM_TIMED(call, statement)`: the statement, timed per call in a -DUCM_PROFILE build."""
+    names = ", ".join(f'"{k}"' for k in kernels)
+    return [
+        "#ifdef UCM_PROFILE",
+        f"#define UCM_CALLS {len(kernels)}",
+        f"static const char *const profile_kernels[UCM_CALLS] = {{{names}}};",
+        "static uint64_t profile_ticks[UCM_CALLS];",
+        "int ucm_profile_calls(void) { return UCM_CALLS; }",
+        "const char *ucm_profile_kernel(int call) { return call >= 0 && call < UCM_CALLS ? profile_kernels[call] : \"\"; }",
+        "uint64_t ucm_profile_ticks(int call) { return call >= 0 && call < UCM_CALLS ? profile_ticks[call] : 0; }",
+        "#define UCM_TIMED(i, statement) \\",
+        "  do { uint64_t t0_ = ucm_clock(); statement; profile_ticks[i] += ucm_clock() - t0_; } while (0)",
+        "#else",
+        "#define UCM_TIMED(i, statement) statement",
+        "#endif",
+        "",
+    ]
+
+
 def emit_model(graph: ExecGraph, plan: MemoryPlan, path: Path) -> None:
     inp, outp = graph.tensors[graph.input], graph.tensors[graph.output]
     if len(inp.shape) != 4 or inp.shape[:2] != (1, 3) or inp.dtype != "float32":
@@ -99,6 +119,7 @@ def emit_model(graph: ExecGraph, plan: MemoryPlan, path: Path) -> None:
         "",
         "static uint8_t ucm_arena[UCM_ARENA_BYTES] __attribute__((aligned(64)));",
         "",
+        *_profile_support([c.kernel for c in graph.calls]),
     ]
     for t in sorted(used):
         tensor = graph.tensors[t]
@@ -149,12 +170,14 @@ def emit_model(graph: ExecGraph, plan: MemoryPlan, path: Path) -> None:
         "  int rc;",
     ]
     max_args = 0
-    for call in graph.calls:
+    for step, call in enumerate(graph.calls):
         args = [*call.inputs, call.output]
         max_args = max(max_args, len(args))
         names = ", ".join(f"&{_c_ident(graph.tensors[a])}" for a in args)
         out.append(f"  {{ DLTensor *a[] = {{{names}}};")
-        out.append(f'    if ((rc = call(__tvm_ffi_{KERNEL_PREFIX}{call.kernel}, "kernel {call.kernel}", a, {len(args)})) != 0) return rc; }}')
+        out.append(f'    UCM_TIMED({step}, rc = call(__tvm_ffi_{KERNEL_PREFIX}{call.kernel}, "kernel {call.kernel}", a, '
+                   f'{len(args)}));')
+        out.append("    if (rc != 0) return rc; }")
     if max_args > 8:
         raise EmitError(f"a kernel takes {max_args} tensors; the executor's call() supports 8")
     out += [

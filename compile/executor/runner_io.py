@@ -40,9 +40,9 @@ def read_logits(path: Path, height: int, width: int) -> np.ndarray:
 
 
 def read_timings(path: Path) -> dict[str, int]:
-    """name -> microseconds from the runner's timings.tsv."""
+    """name -> microseconds from the runner's timings.tsv (the firmware adds a column of clock ticks)."""
     rows = path.read_text().splitlines()[1:]
-    return {name: int(us) for name, us in (row.split("\t") for row in rows if row)}
+    return {fields[0]: int(fields[1]) for fields in (row.split("\t") for row in rows if row)}
 
 
 def load_metadata(bundle: Path) -> dict:

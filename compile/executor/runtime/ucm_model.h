@@ -31,6 +31,16 @@ const char *ucm_last_error(void);
 /* Largest workspace a kernel asked for so far (bytes). */
 size_t ucm_workspace_peak(void);
 
+#ifdef UCM_PROFILE
+/* A build with -DUCM_PROFILE times every kernel call with ucm_clock(), which the program that links the
+ * model provides (any monotonic tick counter: nanoseconds on Linux, SysTick ticks on a microcontroller),
+ * and sums the ticks of each call over all runs. */
+uint64_t ucm_clock(void);
+int ucm_profile_calls(void);               /* kernel calls per run */
+const char *ucm_profile_kernel(int call);  /* the kernel a call runs */
+uint64_t ucm_profile_ticks(int call);      /* ucm_clock() ticks spent in it, summed over runs */
+#endif
+
 #ifdef __cplusplus
 }
 #endif
