@@ -44,6 +44,11 @@ uint64_t ucm_clock(void) {
 
 unsigned long long ucm_clock_hz(void) { return UCM_CPU_HZ; }
 
+/* newlib's exit() runs the .fini_array through _fini, which the C runtime start files (not linked:
+ * -nostartfiles) would define. Nothing to run before main or after it. */
+void _init(void) {}
+void _fini(void) {}
+
 /* Reports the stacked registers of a fault and ends the run with UCM_EXIT_FAULT. */
 void ucm_fault_report(const uint32_t *frame, uint32_t exc_return) {
   uint32_t ipsr;
