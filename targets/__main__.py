@@ -22,8 +22,12 @@ def _list(boards_dir: Path) -> int:
     boards = list_boards(boards_dir)
     rows = [("board", "target", "transport", "reached at", "description")]
     for b in boards:
-        where = f"{b.ssh.user}@{b.ssh.host}:{b.ssh.port}" if b.has_host else (
-            "this host" if b.transport == "local" else "emulated (QEMU): no host set")
+        if b.has_host:
+            where = f"{b.ssh.user}@{b.ssh.host}:{b.ssh.port}"
+        elif b.transport == "local":
+            where = "this host"
+        else:
+            where = "emulated (QEMU)" + (": no host set" if b.transport == "ssh" else "")
         rows.append((b.name, b.target, b.transport, where, b.description))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
