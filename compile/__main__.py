@@ -1,5 +1,5 @@
 """python -m compile --target cortex-a72 [--onnx PATH] [--out DIR] [--kernels c|llvm] [--no-build]
-[--ram-budget BYTES]"""
+[--strict | --allow-float] [--ram-budget BYTES]"""
 
 from __future__ import annotations
 
@@ -21,6 +21,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="kernel code: TVM's C source or TVM's LLVM object code (default llvm)")
     parser.add_argument("--no-build", action="store_true", help="write the bundle without compiling it")
     parser.add_argument("--no-tuning", action="store_true", help="ignore the shipped MetaSchedule records")
+    strictness = parser.add_mutually_exclusive_group()
+    strictness.add_argument("--strict", action="store_true",
+                            help="int8 models: fail if any conv / matmul would stay float, naming each (default)")
+    strictness.add_argument("--allow-float", action="store_true",
+                            help="int8 models: build even so; the report and metadata.json list them")
     parser.add_argument("--ram-budget", type=_byte_count, default=None,
                         help="bare-metal targets: SRAM the firmware may use, e.g. 1536K or 2M (default: the board's); "
                              "the link fails, saying how much is needed, when it does not fit")
@@ -30,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         print(format_target_table())
         return 0
     cfg = CompileConfig(target=args.target, onnx=args.onnx, out=args.out, kernels=args.kernels, build=not args.no_build,
-                        tuning=not args.no_tuning, ram_budget=args.ram_budget)
+                        tuning=not args.no_tuning, ram_budget=args.ram_budget, allow_float=args.allow_float)
     return run_command(lambda: _compile(cfg))
 
 

@@ -69,6 +69,17 @@ def is_quantized(model: onnx.ModelProto) -> bool:
     return any(n.op_type == "DequantizeLinear" for n in model.graph.node)
 
 
+def mac_node_names(model: onnx.ModelProto) -> list[str]:
+    """The ONNX nodes TVM imports as one conv2d / matmul each (2-D Conv, MatMul, Gemm), in graph order."""
+    shapes = {init.name: len(init.dims) for init in model.graph.initializer}
+    names = []
+    for i, node in enumerate(model.graph.node):
+        two_d_conv = node.op_type == "Conv" and shapes.get(node.input[1], 4) == 4
+        if two_d_conv or node.op_type in ("MatMul", "Gemm"):
+            names.append(node.name or f"{node.op_type} #{i}")
+    return names
+
+
 def count_params(model: onnx.ModelProto) -> int:
     """Model parameters: elements of the initializers, not counting quantization scales / zero points or
     int64 shape tensors."""

@@ -56,6 +56,7 @@ def bundle_metadata(cfg: CompileConfig, target: CompileTarget, kernels: str, tvm
         "macs_executed": int(sum(macs.get(c.kernel, 0) for c in graph.calls)),
         "ops": lowered.ops,
         "float_conv_matmul": lowered.mac_ops.float,
+        "float_conv_matmul_report": lowered.float_report,
         "flash_bytes": {"code": None, "weights": weight_bytes},
         "ram_bytes": {"arena": arena, "workspace": plan.workspace_pool, "io": io_bytes,
                       "total": arena + plan.workspace_pool + io_bytes},
@@ -79,6 +80,8 @@ def size_report(metadata: dict) -> str:
         (f"RAM:   arena {ram['arena']:,} B, workspace {ram['workspace']:,} B, io {ram['io']:,} B, "
          f"total {ram['total']:,} B ({ram['total'] / 2**20:.2f} MiB)"),
     ]
+    for row in metadata.get("float_conv_matmul_report", []):
+        lines.append(f"float (--allow-float): {row['node']} ({row['op']}): {row['reason']}")
     if "firmware" in metadata:
         fw = metadata["firmware"]
         lines.append(f"firmware ELF: flash {fw['flash']:,} B; RAM {fw['ram']:,} B of the {fw['ram_budget']:,} B budget "

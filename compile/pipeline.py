@@ -15,16 +15,17 @@ import tvm
 
 from compile.config import CompileConfig
 from compile.errors import CompileError
-from compile.frontend import import_onnx, is_quantized
+from compile.frontend import import_onnx, is_quantized, mac_node_names
 from compile.kernels.fusion import fuse
-from compile.passes.lower_int8 import lower_int8
+from compile.passes.lower_int8 import float_macs, lower_int8
 from compile.passes.matmul_nchw import matmul_nchw
-from compile.passes.op_counts import MacCount, count_mac_ops, count_ops
+from compile.passes.op_counts import MacCount, count_mac_ops, count_ops, mac_calls
 from compile.passes.recompute_groupnorm import recompute_groupnorm
 
 
 class IntegerLoweringError(CompileError, RuntimeError):
-    """A quantized model still has float convolutions / matrix products after integer lowering."""
+    """A quantized model still has float convolutions / matrix products after integer lowering (and
+    --allow-float was not given); the message names each node and why."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ class LoweredModel:
     onnx_model: onnx.ModelProto
     quantized: bool
     mac_ops: MacCount  # conv / matmul calls, integer and float, after integer lowering
+    float_report: list[dict]  # quantized models: each conv / matmul left in float, its ONNX node and why
     ops: dict[str, int]  # Relax operator calls by arithmetic ("int8" / "float")
     fused: tvm.IRModule  # Relax main calling the fused TIR kernels
     kernel_macs: dict[str, int]  # multiply-accumulates per fused kernel
@@ -55,16 +57,21 @@ def lower_to_kernels(cfg: CompileConfig, log: Callable[[str], None] = lambda _: 
     log(f"import {cfg.onnx}")
     mod, onnx_model = import_onnx(Path(cfg.onnx))
     quantized = is_quantized(onnx_model)
+    float_report: list[dict] = []
     if quantized:
         mod = lower_int8(mod)
+        float_report = coverage_report(mod, onnx_model)
     mac_ops, ops = count_mac_ops(mod), count_ops(mod)
     log(f"integer lowering: {mac_ops.int8} conv/matmul int8, {mac_ops.float} float; "
         f"ops {ops['int8']} int8, {ops['float']} float")
-    if quantized and mac_ops.float:
-        raise IntegerLoweringError(
-            f"{cfg.onnx}: {mac_ops.float} convolutions / matrix products are still float after integer lowering; "
-            "every Conv / MatMul of a quantized model must read DequantizeLinear of an int8 input and weight"
-        )
+    if float_report:
+        listing = "\n".join(f"  {r['node']} ({r['op']}): {r['reason']}" for r in float_report)
+        if not cfg.allow_float:
+            raise IntegerLoweringError(
+                f"{cfg.onnx}: {len(float_report)} convolutions / matrix products would run in float:\n{listing}\n"
+                "quantize them (DequantizeLinear of an int8 / uint8 input and of a symmetric int8 weight), or "
+                "pass --allow-float to build with them in float")
+        log(f"--allow-float: {len(float_report)} conv/matmul stay float:\n{listing}")
     for rewrite in RELAX_REWRITES:
         if getattr(cfg, rewrite.option):
             mod, count = rewrite.apply(mod)
@@ -72,4 +79,14 @@ def lower_to_kernels(cfg: CompileConfig, log: Callable[[str], None] = lambda _: 
                 log(rewrite.done.format(n=count))
     log("legalize and fuse (TVM Relax passes)")
     fused, kernel_macs = fuse(mod)
-    return LoweredModel(onnx_model, quantized, mac_ops, ops, fused, kernel_macs)
+    return LoweredModel(onnx_model, quantized, mac_ops, float_report, ops, fused, kernel_macs)
+
+
+def coverage_report(mod: tvm.IRModule, onnx_model: onnx.ModelProto) -> list[dict]:
+    """Each conv / matmul that integer lowering left in float: its ONNX node (where the frontend imported one
+    call per Conv / MatMul / Gemm node, as it does), the op and why."""
+    names = mac_node_names(onnx_model)
+    if len(names) != len(mac_calls(mod)):
+        names = []
+    return [{"node": names[f.index] if names else f"{f.op} #{f.index}", "op": f.op, "reason": f.reason}
+            for f in float_macs(mod)]

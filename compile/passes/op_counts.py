@@ -17,6 +17,11 @@ class MacCount:
     float: int
 
 
+def mac_calls(mod: tvm.IRModule) -> list[relax.Call]:
+    """The conv2d / matmul calls of the module, in program order."""
+    return [c for c in _op_calls(mod) if c.op.name in MAC_OPS]
+
+
 def _op_calls(mod: tvm.IRModule) -> list[relax.Call]:
     """Every operator call (not calls of functions) in the module's Relax functions."""
     calls: list[relax.Call] = []
@@ -40,7 +45,7 @@ def _integer(expr: relax.Expr) -> bool:
 
 def count_mac_ops(mod: tvm.IRModule) -> MacCount:
     """How many conv2d / matmul calls take integer operands and how many are still float."""
-    macs = [c for c in _op_calls(mod) if c.op.name in MAC_OPS]
+    macs = mac_calls(mod)
     n_int = sum(_integer(c.args[0]) for c in macs)
     return MacCount(int8=n_int, float=len(macs) - n_int)
 
