@@ -8,7 +8,7 @@ from tvm import relax
 from tvm.relax.frontend.onnx import from_onnx
 from tvm.script import relax as R
 
-from compile.passes.lower_int8 import LoweringError, lower_int8
+from compile.passes.lower_int8 import float_macs, lower_int8
 from compile.passes.op_counts import count_mac_ops
 from ucm.data import load_tensors
 from ucm.pairs import find_pairs
@@ -34,19 +34,93 @@ def test_every_conv_and_matmul_becomes_integer_and_matches_onnx_runtime():
     assert np.mean(agree) >= 0.998
 
 
-def test_nonzero_zero_point_is_refused():
+def _run(mod: tvm.IRModule, *args: np.ndarray) -> np.ndarray:
+    vm = relax.VirtualMachine(tvm.compile(mod, target="llvm"), tvm.cpu())
+    return vm["main"](*(tvm.runtime.tensor(a) for a in args)).numpy()
+
+
+def _qdq_function(x_shape, x_dtype: str, x_zp: int, body) -> tvm.IRModule:
+    """main(x_q) = body(bb, DQ(x_q)), emitted in one dataflow block; scales are powers of two (exact)."""
     bb = relax.BlockBuilder()
-    x = relax.Var("x", R.Tensor((1, 4, 8, 8), "int8"))
-    w = relax.const(np.ones((4, 4, 1, 1), np.int8))
-    b = relax.const(np.zeros(4, np.int32))
-    one, f1 = relax.const(np.float32(1.0)), relax.const(np.ones(4, np.float32))
+    x = relax.Var("x", R.Tensor(x_shape, x_dtype))
     with bb.function("main", [x]):
         with bb.dataflow():
-            dx = bb.emit(relax.op.dequantize(x, one, relax.const(np.int8(3)), axis=1))
-            dw = bb.emit(relax.op.dequantize(w, f1, relax.const(np.zeros(4, np.int8)), axis=0))
-            db = bb.emit(relax.op.dequantize(b, f1, relax.const(np.zeros(4, np.int32)), axis=0))
-            conv = bb.emit(relax.op.nn.conv2d(dx, dw))
-            out = bb.emit_output(relax.op.add(conv, relax.op.reshape(db, (1, 4, 1, 1))))
+            dx = bb.emit(relax.op.dequantize(x, relax.const(np.float32(0.25)), relax.const(np.array(x_zp, x_dtype)), axis=1))
+            out = bb.emit_output(body(bb, dx))
         bb.emit_func_output(out)
-    with pytest.raises(LoweringError, match="x_zp zero point is not 0"):
-        lower_int8(bb.get())
+    return bb.get()
+
+
+def _dq_weight(bb, w: np.ndarray, axis: int, zp: int = 0):
+    channels = w.shape[axis]
+    scale = relax.const((2.0 ** -np.arange(1, channels + 1) % 1 + 0.125).astype(np.float32))
+    return bb.emit(relax.op.dequantize(relax.const(w), scale, relax.const(np.full(channels, zp, np.int8)), axis=axis))
+
+
+RNG = np.random.default_rng(0)
+W_CONV = RNG.integers(-128, 128, (4, 3, 3, 3), dtype=np.int8)
+W_MAT = RNG.integers(-128, 128, (6, 5), dtype=np.int8)
+
+
+def _conv_with_bias(bb, dx):
+    dw = _dq_weight(bb, W_CONV, 0)
+    scale = relax.const((0.25 * (2.0 ** -np.arange(1, 5) % 1 + 0.125)).astype(np.float32))
+    db = bb.emit(relax.op.dequantize(relax.const(np.arange(-2, 2, dtype=np.int32) * 1000), scale,
+                                     relax.const(np.zeros(4, np.int32)), axis=0))
+    conv = bb.emit(relax.op.nn.conv2d(dx, dw, padding=[1, 1, 1, 1]))
+    return relax.op.add(conv, relax.op.reshape(db, (1, 4, 1, 1)))
+
+
+@pytest.mark.parametrize(("dtype", "zp"), [("uint8", 131), ("int8", -7), ("int8", 0)])
+def test_input_zero_point_is_folded_exactly(dtype: str, zp: int) -> None:
+    """uint8 asymmetric input (ONNX Runtime's default): padded with its zero point, zero point x weight sums
+    folded into the int32 bias; the integer conv gives the float QDQ conv's result."""
+    before = _qdq_function((1, 3, 6, 6), dtype, zp, _conv_with_bias)
+    after = lower_int8(before)
+    assert (count_mac_ops(after).int8, count_mac_ops(after).float) == (1, 0)
+    assert ("R.nn.pad" in after.script()) == (zp != 0)
+    info = np.iinfo(dtype)
+    x = RNG.integers(info.min, info.max + 1, (1, 3, 6, 6)).astype(dtype)
+    np.testing.assert_allclose(_run(after, x), _run(before, x), rtol=1e-6, atol=1e-3)
+
+
+MATMULS = {
+    "weight right, bias": lambda bb, dx: relax.op.add(bb.emit(relax.op.matmul(dx, _dq_weight(bb, W_MAT[:5], 1))),
+                                                      _bias(bb, 5)),
+    "weight right, no bias, float add after": lambda bb, dx: relax.op.add(
+        bb.emit(relax.op.matmul(dx, _dq_weight(bb, W_MAT[:5], 1))), relax.const(np.ones(5, np.float32))),
+    "transposed weight (Gemm transB)": lambda bb, dx: relax.op.matmul(
+        dx, bb.emit(relax.op.permute_dims(_dq_weight(bb, W_MAT.T[:, :5].copy(), 0)))),
+    "weight left": lambda bb, dx: relax.op.matmul(_dq_weight(bb, W_MAT[:, :4].copy(), 0), dx),
+}
+
+
+def _bias(bb, n: int):
+    scale = relax.const((0.25 * (2.0 ** -np.arange(1, n + 1) % 1 + 0.125)).astype(np.float32))
+    return bb.emit(relax.op.dequantize(relax.const(np.arange(n, dtype=np.int32) * 100), scale,
+                                       relax.const(np.zeros(n, np.int32)), axis=0))
+
+
+@pytest.mark.parametrize("form", sorted(MATMULS))
+def test_matmul_forms_real_exporters_write(form: str) -> None:
+    shape = (1, 4, 3) if form == "weight left" else (1, 7, 5)
+    before = _qdq_function(shape, "uint8", 9, MATMULS[form])
+    after = lower_int8(before)
+    assert (count_mac_ops(after).int8, count_mac_ops(after).float) == (1, 0), form
+    x = RNG.integers(0, 256, shape).astype(np.uint8)
+    np.testing.assert_allclose(_run(after, x), _run(before, x), rtol=1e-6, atol=1e-3)
+
+
+def test_what_stays_float_says_why() -> None:
+    def asymmetric_weight(bb, dx):
+        return relax.op.nn.conv2d(dx, _dq_weight(bb, W_CONV, 0, zp=5))
+
+    mod = lower_int8(_qdq_function((1, 3, 6, 6), "int8", 0, asymmetric_weight))
+    assert [(f.op, f.reason.split(" (")[0]) for f in float_macs(mod)] == [("conv2d", "the weight zero point is not 0")]
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", R.Tensor((1, 7, 5), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            out = bb.emit_output(relax.op.matmul(x, _dq_weight(bb, W_MAT[:5], 1)))
+        bb.emit_func_output(out)
+    assert [f.reason for f in float_macs(lower_int8(bb.get()))] == ["the input is float (not the output of a DequantizeLinear)"]
