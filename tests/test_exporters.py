@@ -1,6 +1,6 @@
 """The compiler on int8 ONNX files we did not write: ONNX Runtime's `quantize_static` (QDQ, uint8 asymmetric
-and int8 symmetric activations, per-channel and per-tensor weights), and the coverage report with --strict /
---allow-float when something cannot run in integers."""
+and int8 symmetric activations, per-channel and per-tensor weights), PyTorch's PT2E flow exported by
+torch.onnx, and the coverage report with --strict / --allow-float when something cannot run in integers."""
 
 from __future__ import annotations
 
@@ -16,25 +16,22 @@ from compile.bundle import compile_bundle
 from compile.config import CompileConfig
 from compile.pipeline import lower_to_kernels
 from quantize.ort_static import quantize_with_ort
-from ucm.paths import FLOAT_ONNX, INT8_ONNX, SAMPLE_DATA
+from quantize.pt2e import quantize_with_pt2e
+from ucm.paths import FLOAT_CHECKPOINT, FLOAT_ONNX, INT8_ONNX, SAMPLE_DATA
 
-VARIANTS = {"uint8 asymmetric, per-channel weights": ("uint8", True),
-            "int8 symmetric, per-tensor weights": ("int8", False)}
-
-
-@pytest.fixture(scope="module")
-def ort_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("ort")
-    return {name: quantize_with_ort(FLOAT_ONNX, root / f"{i}.onnx", activations, per_channel, n=8)
-            for i, (name, (activations, per_channel)) in enumerate(VARIANTS.items())}
+PRODUCERS = {
+    "ONNX Runtime, uint8 asymmetric, per-channel weights": lambda out: quantize_with_ort(FLOAT_ONNX, out, "uint8", True),
+    "ONNX Runtime, int8 symmetric, per-tensor weights": lambda out: quantize_with_ort(FLOAT_ONNX, out, "int8", False),
+    "PyTorch PT2E (torchao X86InductorQuantizer), torch.onnx": lambda out: quantize_with_pt2e(FLOAT_CHECKPOINT, out),
+}
 
 
-@pytest.mark.parametrize("variant", sorted(VARIANTS))
-def test_onnx_runtime_quantized_models_run_in_integers_and_agree(ort_models: dict[str, Path], variant: str,
-                                                                  tmp_path: Path) -> None:
-    bundle = compile_bundle(CompileConfig(target="x86_64", onnx=ort_models[variant], out=tmp_path / "bundle"))
+@pytest.mark.parametrize("producer", sorted(PRODUCERS))
+def test_int8_onnx_of_other_tools_runs_in_integers_and_agrees(producer: str, tmp_path: Path) -> None:
+    onnx_path = PRODUCERS[producer](tmp_path / "model.onnx")  # calibrated on 8 sample images
+    bundle = compile_bundle(CompileConfig(target="x86_64", onnx=onnx_path, out=tmp_path / "bundle"))
     assert bundle.metadata["float_conv_matmul"] == 0 and bundle.metadata["float_conv_matmul_report"] == []
-    result = check_bundle(bundle.dir, ort_models[variant], SAMPLE_DATA)  # 32 images, 256x256, vs ONNX Runtime
+    result = check_bundle(bundle.dir, onnx_path, SAMPLE_DATA)  # 32 images, 256x256, vs ONNX Runtime
     assert result.n_images == 32 and result.pixel_agreement >= 0.995
 
 
