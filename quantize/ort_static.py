@@ -16,11 +16,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import onnx
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
-from ucm.data import load_images
+from quantize.calibration import add_calibration_arguments, calibration_batches
 from ucm.errors import UserError, run_command
 from ucm.files import atomic_write_bytes
 from ucm.paths import FLOAT_ONNX, SAMPLE_DATA
@@ -30,8 +29,7 @@ class _SampleReader(CalibrationDataReader):
     """The sample images as the float model's input: [1, 3, S, S] float32 in [0, 1]."""
 
     def __init__(self, input_name: str, size: int, n: int, data: Path) -> None:
-        _, images = load_images(data, size, n)
-        self._batches = iter([{input_name: im.transpose(2, 0, 1)[None].astype(np.float32) / 255} for im in images])
+        self._batches = iter([{input_name: batch} for batch in calibration_batches(data, size, n)])
 
     def get_next(self) -> dict | None:
         return next(self._batches, None)
@@ -62,12 +60,10 @@ def quantize_with_ort(float_onnx: Path, out: Path, activations: str = "uint8", p
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m quantize.ort_static", description=__doc__.split("\n")[0])
     parser.add_argument("--float-onnx", type=Path, default=FLOAT_ONNX, help="float model (default: shipped)")
-    parser.add_argument("--out", type=Path, required=True, help="the int8 QDQ ONNX to write")
+    add_calibration_arguments(parser)
     parser.add_argument("--activations", choices=("uint8", "int8"), default="uint8",
                         help="uint8 with zero points (ONNX Runtime's default) or int8 symmetric")
     parser.add_argument("--per-tensor", action="store_true", help="one weight scale per tensor, not per channel")
-    parser.add_argument("--n", type=int, default=8, help="calibration images from the shipped sample (default 8)")
-    parser.add_argument("--data", type=Path, default=SAMPLE_DATA, help="calibration images")
     args = parser.parse_args(argv)
 
     def run() -> int:

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import torch
 
+from quantize.calibration import add_calibration_arguments, calibration_batches
 from ucm.checkpoint import load_float_model
-from ucm.data import load_images
 from ucm.errors import UserError, run_command
 from ucm.files import atomic_write_bytes
 from ucm.paths import FLOAT_CHECKPOINT, SAMPLE_DATA
@@ -38,8 +38,7 @@ def quantize_with_pt2e(checkpoint: Path, out: Path, size: int = 256, n: int = 8,
         raise UserError(f"PT2E needs torchao ({e}); install it with: pip install -e \".[pt2e]\"") from e
     model, _ = load_float_model(checkpoint)
     model.eval()
-    _, images = load_images(data, size, n)
-    batches = [torch.from_numpy(im).permute(2, 0, 1)[None].float().div(255) for im in images]
+    batches = [torch.from_numpy(batch) for batch in calibration_batches(data, size, n)]
     captured = torch.export.export(model, (batches[0],)).module()
     prepared = prepare_pt2e(captured, X86InductorQuantizer().set_global(get_default_x86_inductor_quantization_config()))
     with torch.no_grad():
@@ -57,10 +56,8 @@ def quantize_with_pt2e(checkpoint: Path, out: Path, size: int = 256, n: int = 8,
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m quantize.pt2e", description=__doc__.split("\n")[0])
     parser.add_argument("--checkpoint", type=Path, default=FLOAT_CHECKPOINT, help="float checkpoint (default: shipped)")
-    parser.add_argument("--out", type=Path, required=True, help="the int8 QDQ ONNX to write")
+    add_calibration_arguments(parser)
     parser.add_argument("--size", type=int, default=256, help="input size (default 256)")
-    parser.add_argument("--n", type=int, default=8, help="calibration images from the shipped sample (default 8)")
-    parser.add_argument("--data", type=Path, default=SAMPLE_DATA, help="calibration images")
     args = parser.parse_args(argv)
 
     def run() -> int:
