@@ -124,3 +124,25 @@ def test_what_stays_float_says_why() -> None:
             out = bb.emit_output(relax.op.matmul(x, _dq_weight(bb, W_MAT[:5], 1)))
         bb.emit_func_output(out)
     assert [f.reason for f in float_macs(lower_int8(bb.get()))] == ["the input is float (not the output of a DequantizeLinear)"]
+
+
+def test_onnx_gemm_with_transposed_weight_and_bias() -> None:
+    """ONNX Gemm(transB=1) with DequantizeLinear inputs, as TVM's frontend imports it (matmul of a
+    permute_dims, then the bias add): lowered, and equal to the float QDQ graph."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    consts = {"w_q": W_MAT, "w_s": np.float32(0.01), "w_z": np.int8(0), "x_s": np.float32(0.02), "x_z": np.uint8(128),
+              "b_q": np.arange(6, dtype=np.int32), "b_s": np.float32(0.0002), "b_z": np.int32(0)}
+    nodes = [helper.make_node("QuantizeLinear", ["x", "x_s", "x_z"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "x_s", "x_z"], ["xd"]),
+             helper.make_node("DequantizeLinear", ["w_q", "w_s", "w_z"], ["wd"]),
+             helper.make_node("DequantizeLinear", ["b_q", "b_s", "b_z"], ["bd"]),
+             helper.make_node("Gemm", ["xd", "wd", "bd"], ["y"], transB=1)]
+    graph = helper.make_graph(nodes, "gemm", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 5])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 6])],
+                              [numpy_helper.from_array(np.asarray(v), k) for k, v in consts.items()])
+    before = from_onnx(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), keep_params_in_input=False)
+    after = lower_int8(before)
+    assert (count_mac_ops(after).int8, count_mac_ops(after).float) == (1, 0)
+    x = RNG.uniform(-2, 2, (3, 5)).astype(np.float32)
+    np.testing.assert_allclose(_run(after, x), _run(before, x), rtol=1e-6, atol=1e-4)
