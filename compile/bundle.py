@@ -19,6 +19,7 @@ from compile.errors import CompileError
 from compile.executor.emit_c import emit_config, emit_model, emit_weights
 from compile.executor.graph import extract_graph
 from compile.executor.inplace import apply_inplace, inplace_calls
+from compile.executor.memory_profile import memory_profile
 from compile.executor.plan_memory import plan_memory
 from compile.executor.runner_io import load_metadata
 from compile.kernels.attrs import recomputed_macs
@@ -170,6 +171,11 @@ def _compile_into(cfg: CompileConfig, target: CompileTarget, kernels: str, out: 
     weight_bytes = write_bundle(out, kmod, plan, target, kernels, tvm_target, cfg.ram_budget or target.ram_budget)
     metadata = bundle_metadata(cfg, target, kernels, tvm_target, lowered, plan, tuned, weight_bytes,
                                compiler_fingerprint(target.name))
+    metadata["memory"] = memory_profile(plan.graph, plan.memory)
+    from compile.memory_plot import plot_memory  # matplotlib only where a bundle is written
+
+    plot_memory(metadata["memory"], f"{target.name}: arena live memory per kernel call ({Path(cfg.onnx).name})",
+                out / "memory.png")
     runner = None
     if cfg.build:
         _log(f"build with {target.cc}")

@@ -80,6 +80,10 @@ def size_report(metadata: dict) -> str:
         (f"RAM:   arena {ram['arena']:,} B, workspace {ram['workspace']:,} B, io {ram['io']:,} B, "
          f"total {ram['total']:,} B ({ram['total'] / 2**20:.2f} MiB)"),
     ]
+    if "memory" in metadata:
+        peak = metadata["memory"]["peak"]
+        lines.append(f"arena peak: {peak['live_bytes']:,} B alive at kernel call {peak['call']} "
+                     f"({metadata['memory']['calls'][peak['call']]['kernel']}); plot: memory.png")
     for row in metadata.get("float_conv_matmul_report", []):
         lines.append(f"float (--allow-float): {row['node']} ({row['op']}): {row['reason']}")
     if "firmware" in metadata:

@@ -22,7 +22,8 @@ class MemoryPlan:
     lifetimes: dict[int, tuple[int, int]]  # tensor index -> (first step, last step), steps = kernel calls
 
 
-def _align(n: int) -> int:
+def aligned(n: int) -> int:
+    """`n` bytes rounded up to the arena's alignment."""
     return (n + ALIGN - 1) // ALIGN * ALIGN
 
 
@@ -48,7 +49,7 @@ def plan_memory(graph: ExecGraph) -> MemoryPlan:
     placed: list[tuple[int, int, int]] = []  # (offset, end, tensor)
     offsets: dict[int, int] = {}
     for t in order:
-        size = _align(graph.tensors[t].nbytes)
+        size = aligned(graph.tensors[t].nbytes)
         first, last = spans[t]
         busy = sorted((o, e) for o, e, u in placed if spans[u][0] <= last and first <= spans[u][1])
         offset = 0
@@ -59,7 +60,7 @@ def plan_memory(graph: ExecGraph) -> MemoryPlan:
         offsets[t] = offset
         placed.append((offset, offset + size, t))
     arena = max((e for _, e, _ in placed), default=0)
-    unshared = sum(_align(graph.tensors[t].nbytes) for t in spans)
+    unshared = sum(aligned(graph.tensors[t].nbytes) for t in spans)
     return MemoryPlan(offsets, arena, unshared, spans)
 
 
