@@ -352,3 +352,13 @@ def test_fingerprint_covers_what_changes_a_bundle_only() -> None:
             "tuning/x86_64/database_tuning_record.json"} <= files
     assert not files & {"__main__.py", "tune.py"} and all(not f.startswith("..") for f in files)
     assert "mtriple" not in HOST_LLVM  # the machine the compiler runs on, x86-64 or arm64 alike
+
+
+@pytest.mark.parametrize(("target", "cpu", "lacks"), [("x86_64", ["qemu-x86_64", "-cpu", "qemu64"], "AVX2"),
+                                                      ("rv64gcv", ["qemu-riscv64", "-cpu", "rv64"], "vector extension")])
+def test_runner_refuses_a_cpu_without_its_instructions(bundles: dict[str, Path], target: str, cpu: list[str],
+                                                       lacks: str) -> None:
+    """A bundle built for AVX2 / RVV, run on a CPU without them (QEMU emulating an older CPU), exits 2 with a
+    message instead of dying on an illegal instruction."""
+    proc = subprocess.run([*cpu, str(bundles[target] / "ucm_runner"), "image.ppm"], capture_output=True, text=True)
+    assert proc.returncode == 2 and f"this CPU lacks {'the ' if target != 'x86_64' else ''}{lacks}" in proc.stderr

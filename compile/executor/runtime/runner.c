@@ -73,7 +73,39 @@ uint64_t ucm_clock(void) {
   return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+#if defined(__aarch64__) || defined(__riscv)
+#include <sys/auxv.h>
+#endif
+
+/* The instruction-set extensions this runner (and the kernels, built for the same target) use that this CPU
+ * lacks, or NULL: checked at start, so a wrong CPU gets a message instead of an illegal instruction. */
+static const char *missing_extensions(void) {
+#if defined(__x86_64__)
+  __builtin_cpu_init();
+#if defined(__AVX512F__)
+  if (!__builtin_cpu_supports("avx512f")) return "AVX-512F";
+#endif
+#if defined(__AVX2__)
+  if (!__builtin_cpu_supports("avx2")) return "AVX2";
+#endif
+#if defined(__FMA__)
+  if (!__builtin_cpu_supports("fma")) return "FMA";
+#endif
+#elif defined(__aarch64__) && defined(__ARM_FEATURE_DOTPROD)
+  if (!(getauxval(AT_HWCAP) & (1ul << 20))) return "the dot-product instructions (asimddp)"; /* HWCAP_ASIMDDP */
+#elif defined(__riscv) && defined(__riscv_vector)
+  if (!(getauxval(AT_HWCAP) & (1ul << ('V' - 'A')))) return "the vector extension (V)";
+#endif
+  return NULL;
+}
+
 int main(int argc, char **argv) {
+  const char *missing = missing_extensions();
+  if (missing) {
+    fprintf(stderr, "ucm_runner: this CPU lacks %s, which this bundle was built for; build the bundle for a "
+                    "target this CPU has (python -m compile --list-targets)\n", missing);
+    return 2;
+  }
   const char *out = ".", *batch = NULL;
   int logits = 0, repeat = 1, first = argc;
   for (int i = 1; i < argc; ++i) {
