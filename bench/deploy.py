@@ -2,10 +2,10 @@
 
 "Flash" for a Linux board: upload the statically linked runner to the board's work dir, verify it
 (size + SHA-256 on both ends) and make it executable; for a microcontroller under QEMU the firmware ELF is
-put in the work folder, which QEMU boots and the firmware reads its images from through semihosting. Images go up as binary PPMs in chunks; after each
-chunk the masks, logits and timings come back and `progress.json` records the finished images, so an
-interrupted run (or a dropped connection) resumes from the last finished image; a finished run, run again,
-measures again. What is resumed is keyed by content: the runner's SHA-256, the caller's context (the ONNX and
+put in the work folder, which QEMU boots and the firmware reads its images from through semihosting.
+Images go up as binary PPMs in chunks; after each chunk the masks, logits and timings come back and
+`progress.json` records the finished images, so an interrupted run (or a dropped connection) resumes from the
+last finished image; a finished run, run again, measures again. What is resumed is keyed by content: the runner's SHA-256, the caller's context (the ONNX and
 float checkpoint hashes) and each image's pixels; an image whose pixels changed under the same name is run
 afresh, and a changed runner or context starts the whole run afresh.
 """
