@@ -21,12 +21,7 @@
 #include "ucm_model.h"
 #include "ucm_runner_io.h"
 
-#define MAX_REPEAT 1000
-
-static int fail(const char *what, const char *why) {
-  fprintf(stderr, "ucm_runner: %s: %s\n", what, why);
-  return 2;
-}
+static int fail(const char *what, const char *why) { return ucm_fail("ucm_runner", what, why); }
 
 /* Opens an input for reading only if it is a regular file (a FIFO or device would block or never end):
  * opened without blocking, then checked. Returns NULL with *why set. */
@@ -106,26 +101,13 @@ int main(int argc, char **argv) {
                     "target this CPU has (python -m compile --list-targets)\n", missing);
     return 2;
   }
-  const char *out = ".", *batch = NULL;
-  int logits = 0, repeat = 1, first = argc;
-  for (int i = 1; i < argc; ++i) {
-    if (!strcmp(argv[i], "--out") && i + 1 < argc) {
-      out = argv[++i];
-    } else if (!strcmp(argv[i], "--logits")) {
-      logits = 1;
-    } else if (!strcmp(argv[i], "--repeat") && i + 1 < argc) {
-      repeat = (int)ucm_parse_count(argv[++i], 1, MAX_REPEAT);
-      if (repeat < 0) return fail("--repeat", "must be a whole number from 1 to 1000");
-    } else if (!strcmp(argv[i], "--batch") && i + 1 < argc) {
-      batch = argv[++i];
-    } else if (argv[i][0] == '-') {
-      return fail(argv[i], "unknown option; usage: ucm_runner [--out DIR] [--logits] [--repeat N] "
-                           "(IMAGE.ppm... | --batch FILE.rgb)");
-    } else {
-      first = i;
-      break;
-    }
-  }
+  ucm_options options;
+  int status = ucm_parse_options(argc, argv, "ucm_runner",
+                                 "ucm_runner [--out DIR] [--logits] [--repeat N] (IMAGE.ppm... | --batch FILE.rgb)", 1,
+                                 &options);
+  if (status) return status;
+  const char *out = options.out, *batch = options.batch;
+  const int logits = options.logits, repeat = options.repeat, first = options.first;
   const int h = ucm_input_height(), w = ucm_input_width();
   const size_t npix = (size_t)h * w;
   long n_images = batch ? 0 : argc - first;
@@ -133,14 +115,8 @@ int main(int argc, char **argv) {
   struct stat out_st;
   if (stat(out, &out_st) != 0) return fail(out, strerror(errno));
   if (!S_ISDIR(out_st.st_mode)) return fail(out, "--out is not a folder");
+  if (!batch && (status = ucm_check_name_clash(argv + first, (int)n_images, out, "ucm_runner"))) return status;
   char name[1024];
-  int second = 0, clash = batch ? -1 : ucm_find_name_clash(argv + first, (int)n_images, &second);
-  if (clash >= 0) {
-    ucm_output_name(argv[first + clash], name, sizeof name);
-    fprintf(stderr, "ucm_runner: %s and %s would both write %s/%s.pgm; rename one or run them separately\n",
-            argv[first + clash], argv[first + second], out, name);
-    return 2;
-  }
   if (batch) {
     if (first < argc) return fail(argv[first], "give either image files or --batch, not both");
     const char *why = NULL;
@@ -166,7 +142,6 @@ int main(int argc, char **argv) {
   FILE *tsv = fopen(tsv_path, "w");
   if (!tsv) return fail(tsv_path, strerror(errno));
   fputs("name\tmicroseconds\n", tsv);
-  int status = 0;
   for (long k = 0; k < n_images; ++k) {
     if (batch) {
       snprintf(name, sizeof name, "batch_%06ld", k);

@@ -70,7 +70,7 @@ void ucm_output_name(const char *path, char *name, size_t size) {
   if (dot) *dot = '\0';
 }
 
-long ucm_parse_count(const char *text, long lo, long hi) {
+static long parse_count(const char *text, long lo, long hi) {
   char *end = NULL;
   errno = 0;
   long v = strtol(text, &end, 10);
@@ -110,19 +110,50 @@ long long ucm_median(long long *values, int n) {
   return values[n / 2];
 }
 
-int ucm_find_name_clash(char **paths, int n, int *other) {
+int ucm_check_name_clash(char **paths, int n, const char *out, const char *prog) {
   char name[1024], second[1024];
   for (int a = 0; a < n; ++a) {
     ucm_output_name(paths[a], name, sizeof name);
     for (int b = a + 1; b < n; ++b) {
       ucm_output_name(paths[b], second, sizeof second);
       if (!strcmp(name, second)) {
-        *other = b;
-        return a;
+        fprintf(stderr, "%s: %s and %s would both write %s/%s.pgm; rename one or run them separately\n", prog,
+                paths[a], paths[b], out, name);
+        return 2;
       }
     }
   }
-  return -1;
+  return 0;
+}
+
+int ucm_fail(const char *prog, const char *what, const char *why) {
+  fprintf(stderr, "%s: %s: %s\n", prog, what, why);
+  return 2;
+}
+
+int ucm_parse_options(int argc, char **argv, const char *prog, const char *usage, int allow_batch,
+                      ucm_options *options) {
+  *options = (ucm_options){".", NULL, 0, 1, argc};
+  for (int i = 1; i < argc; ++i) {
+    if (!strcmp(argv[i], "--out") && i + 1 < argc) {
+      options->out = argv[++i];
+    } else if (!strcmp(argv[i], "--logits")) {
+      options->logits = 1;
+    } else if (!strcmp(argv[i], "--repeat") && i + 1 < argc) {
+      options->repeat = (int)parse_count(argv[++i], 1, UCM_MAX_REPEAT);
+      if (options->repeat < 0) return ucm_fail(prog, "--repeat", "must be a whole number from 1 to 1000");
+    } else if (allow_batch && !strcmp(argv[i], "--batch") && i + 1 < argc) {
+      options->batch = argv[++i];
+    } else if (argv[i][0] == '-') {
+      char why[300];
+      snprintf(why, sizeof why, "unknown option; usage: %s", usage);
+      return ucm_fail(prog, argv[i], why);
+    } else {
+      options->first = i;
+      break;
+    }
+  }
+  return 0;
 }
 
 int ucm_write_profile(const char *dir, unsigned long long clock_hz, long runs) {

@@ -17,7 +17,6 @@
 #include "ucm_runner_io.h"
 
 #define MAX_ARGS 64
-#define MAX_REPEAT 1000
 #define NPIX (UCM_INPUT_HEIGHT * UCM_INPUT_WIDTH)
 #define SYS_GET_CMDLINE 0x15
 
@@ -29,12 +28,9 @@ unsigned long long ucm_clock_hz(void);
 static uint8_t rgb[NPIX * 3] __attribute__((aligned(8)));
 static uint8_t mask[NPIX] __attribute__((aligned(8)));
 static float logits[NPIX] __attribute__((section(".staging"), aligned(8)));
-static long long times[MAX_REPEAT];
+static long long times[UCM_MAX_REPEAT];
 
-static int fail(const char *what, const char *why) {
-  fprintf(stderr, "ucm_firmware: %s: %s\n", what, why);
-  return 2;
-}
+static int fail(const char *what, const char *why) { return ucm_fail("ucm_firmware", what, why); }
 
 /* The semihosting command line (QEMU: -semihosting-config arg=...), split at spaces into argv. */
 static int command_line(char **argv) {
@@ -52,39 +48,21 @@ static int command_line(char **argv) {
 
 int main(void) {
   char *argv[MAX_ARGS];
-  int argc = command_line(argv), first = argc, want_logits = 0, repeat = 1;
-  const char *out = ".";
-  for (int i = 1; i < argc; ++i) {
-    if (!strcmp(argv[i], "--out") && i + 1 < argc) {
-      out = argv[++i];
-    } else if (!strcmp(argv[i], "--logits")) {
-      want_logits = 1;
-    } else if (!strcmp(argv[i], "--repeat") && i + 1 < argc) {
-      repeat = (int)ucm_parse_count(argv[++i], 1, MAX_REPEAT);
-      if (repeat < 0) return fail("--repeat", "must be a whole number from 1 to 1000");
-    } else if (argv[i][0] == '-') {
-      return fail(argv[i], "unknown option; usage: ucm_firmware.elf [--out DIR] [--logits] [--repeat N] IMAGE.ppm...");
-    } else {
-      first = i;
-      break;
-    }
-  }
-  const int n_images = argc - first;
+  const int argc = command_line(argv);
+  ucm_options options;
+  int status = ucm_parse_options(argc, argv, "ucm_firmware",
+                                 "ucm_firmware.elf [--out DIR] [--logits] [--repeat N] IMAGE.ppm...", 0, &options);
+  if (status) return status;
+  const char *out = options.out;
+  const int first = options.first, want_logits = options.logits, repeat = options.repeat, n_images = argc - first;
   if (n_images == 0) return fail("input", "no images given");
-  int second = 0, clash = ucm_find_name_clash(argv + first, n_images, &second);
+  if ((status = ucm_check_name_clash(argv + first, n_images, out, "ucm_firmware"))) return status;
   char name[256], tsv_path[512];
-  if (clash >= 0) {
-    ucm_output_name(argv[first + clash], name, sizeof name);
-    fprintf(stderr, "ucm_firmware: %s and %s would both write %s/%s.pgm; rename one or run them separately\n",
-            argv[first + clash], argv[first + second], out, name);
-    return 2;
-  }
   snprintf(tsv_path, sizeof tsv_path, "%s/timings.tsv", out);
   FILE *tsv = fopen(tsv_path, "w");
   if (!tsv) return fail(tsv_path, "cannot create (does --out exist on the host?)");
   fputs("name\tmicroseconds\tticks\n", tsv);
   const unsigned long long hz = ucm_clock_hz();
-  int status = 0;
   for (int k = 0; k < n_images && status == 0; ++k) {
     const char *path = argv[first + k];
     FILE *f = fopen(path, "rb");
