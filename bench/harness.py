@@ -26,6 +26,7 @@ from compile.toolchains import get_target
 from targets.board import BOARDS_DIR
 from targets.connect import make_transport, resolve_board
 from targets.cpu import board_cpu, host_cpu
+from targets.transport_qemu_system import icount_instructions
 from ucm.checkpoint import load_float_model
 from ucm.data import load_tensors
 from ucm.evaluate import resolve_device
@@ -77,10 +78,10 @@ def float_reference(checkpoint: Path, images: np.ndarray) -> tuple[np.ndarray, l
     return np.stack(logits), times, label
 
 
-def icount_instructions(micros: list[int], shift: int | None) -> list[int] | None:
-    """Instructions per image where the board's clock is QEMU's -icount virtual time (2**shift ns each), to the
-    nearest thousand (the runner reports microseconds); None for other boards."""
-    return None if shift is None else [us * 1000 >> shift for us in micros]
+def instructions_per_image(micros: list[int], shift: int | None) -> list[int] | None:
+    """Instructions per image where the board's clock is QEMU's -icount virtual time, to the nearest thousand
+    (the runner reports microseconds); None for other boards."""
+    return None if shift is None else [round(icount_instructions(us / 1e6, shift)) for us in micros]
 
 
 def run(cfg: RunConfig) -> dict:
@@ -134,7 +135,7 @@ def run(cfg: RunConfig) -> dict:
         "float_device": float_label,
         "float_latency_ms_p50": float(np.percentile(float_lat, 50)),
         "float_latency_ms_p95": float(np.percentile(float_lat, 95)),
-        "instructions_per_image": icount_instructions(device.micros, transport.icount_shift),
+        "instructions_per_image": instructions_per_image(device.micros, transport.icount_shift),
         "firmware": meta.get("firmware"),
         "flash_bytes": meta["flash_bytes"],
         "ram_bytes": meta["ram_bytes"],

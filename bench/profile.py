@@ -21,6 +21,7 @@ from compile.toolchains import get_target
 from targets.board import BOARDS_DIR
 from targets.connect import make_transport, resolve_board
 from targets.cpu import board_cpu
+from targets.transport_qemu_system import icount_instructions
 from ucm.data import load_images
 from ucm.errors import UserError, run_command
 from ucm.files import atomic_write_json
@@ -60,7 +61,7 @@ class Profile:
     def per_image(self, ticks: float) -> float:
         """Ticks summed over all runs -> instructions or ms per image."""
         seconds = ticks / self.clock_hz / self.runs
-        return seconds * 1e9 / 2**self.icount_shift if self.icount_shift is not None else seconds * 1e3
+        return icount_instructions(seconds, self.icount_shift) if self.icount_shift is not None else seconds * 1e3
 
 
 def kernel_group(kernel: str) -> str:
@@ -85,7 +86,8 @@ def profile_board(board_name: str, n: int = 2, repeat: int = 1, bundle_dir: Path
     bundle_dir = bundle_dir or DIST / board.target
     out = out or RUNS / f"profile-{board.name}"
     meta = ensure_bundle(board.target, INT8_ONNX, bundle_dir)
-    runner = run_make(bundle_dir, target, ["profile"]).with_name(_profiled(target.runner))
+    run_make(bundle_dir, target, ["profile"])
+    runner = bundle_dir / target.profiled_runner
     names, images = load_images(SAMPLE_DATA, meta["input"]["height"], n)
     transport = make_transport(board, emulated, out / "board_work", trust_new_host)
     try:
@@ -100,11 +102,6 @@ def profile_board(board_name: str, n: int = 2, repeat: int = 1, bundle_dir: Path
         raise ProfileError(f"{out / 'profile.tsv'}: {runs} runs, expected {len(names) * repeat}: rerun the command")
     runner_ticks = sorted(result.micros)[len(result.micros) // 2] * clock_hz / 1e6
     return Profile(board.name, cpu, clock_hz, runs, ticks, runner_ticks, transport.icount_shift)
-
-
-def _profiled(runner: str) -> str:
-    stem, dot, ext = runner.partition(".")
-    return f"{stem}_profile{dot}{ext}"
 
 
 def format_profile(profile: Profile, top: int = 10) -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import tvm
 
-from compile.build import code_bytes, firmware_memory, make_variables, run_make
+from compile.build import code_bytes, firmware_memory, run_make
 from compile.config import TUNING_DIR, CompileConfig
 from compile.errors import CompileError
 from compile.executor.emit_c import emit_config, emit_model, emit_weights
@@ -26,6 +26,7 @@ from compile.kernels.attrs import recomputed_macs
 from compile.kernels.codegen import build_kernels, workspace_bytes
 from compile.kernels.fusion import kernel_module
 from compile.kernels.tuning import schedule_kernels, tuning_database
+from compile.memory_plot import plot_memory
 from compile.metadata import ExecutorPlan, bundle_metadata
 from compile.pipeline import LoweredModel, lower_to_kernels
 from compile.toolchains import TARGETS, CompileTarget, get_target
@@ -168,12 +169,11 @@ def _compile_into(cfg: CompileConfig, target: CompileTarget, kernels: str, out: 
     plan = plan_executor(lowered, kmod, cfg)
     tvm_target = {"kind": "c"} if kernels == "c" else target.llvm
     _log(f"generate kernels for {json.dumps(tvm_target)}")
-    weight_bytes = write_bundle(out, kmod, plan, target, kernels, tvm_target, cfg.ram_budget or target.ram_budget)
+    ram_budget = cfg.ram_budget or target.ram_budget
+    weight_bytes = write_bundle(out, kmod, plan, target, kernels, tvm_target, ram_budget)
     metadata = bundle_metadata(cfg, target, kernels, tvm_target, lowered, plan, tuned, weight_bytes,
                                compiler_fingerprint(target.name))
     metadata["memory"] = memory_profile(plan.graph, plan.memory)
-    from compile.memory_plot import plot_memory  # matplotlib only where a bundle is written
-
     plot_memory(metadata["memory"], f"{target.name}: arena live memory per kernel call ({Path(cfg.onnx).name})",
                 out / "memory.png")
     runner = None
@@ -182,7 +182,7 @@ def _compile_into(cfg: CompileConfig, target: CompileTarget, kernels: str, out: 
         runner = run_make(out, target, model_ram=metadata["ram_bytes"])
         metadata["flash_bytes"]["code"] = code_bytes(out, target)
         if target.bare_metal:
-            metadata["firmware"] = {**firmware_memory(runner, target), "ram_budget": int(make_variables(out)["RAM_BYTES"])}
+            metadata["firmware"] = {**firmware_memory(runner, target), "ram_budget": ram_budget}
     metadata["compile_seconds"] = round(time.perf_counter() - started, 1)
     atomic_write_json(out / "metadata.json", metadata)
     return Bundle(out, metadata, runner)

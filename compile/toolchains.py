@@ -48,6 +48,11 @@ class CompileTarget:
         """The program the bundle builds to run images: a Linux executable or a firmware ELF."""
         return "ucm_firmware.elf" if self.bare_metal else "ucm_runner"
 
+    @property
+    def profiled_runner(self) -> str:
+        """The runner of `make profile`, every kernel call timed."""
+        return "ucm_firmware_profile.elf" if self.bare_metal else "ucm_runner_profile"
+
     def require_compiler(self) -> str:
         path = shutil.which(self.cc)
         if path is None:

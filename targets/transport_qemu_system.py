@@ -15,6 +15,11 @@ from targets.transport_local import LocalTransport
 ICOUNT_SHIFT = 0  # 2**shift nanoseconds of virtual time per instruction
 
 
+def icount_instructions(virtual_seconds: float, shift: int) -> float:
+    """Instructions executed in `virtual_seconds` of QEMU -icount time (2**shift ns each)."""
+    return virtual_seconds * 1e9 / 2**shift
+
+
 class QemuSystemTransport(LocalTransport):
     emulated = True
     icount_shift: int | None = ICOUNT_SHIFT

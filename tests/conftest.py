@@ -11,6 +11,18 @@ SAMPLE = REPO / "data" / "sample"
 FLOAT_CKPT = REPO / "checkpoints" / "ucm_float.pt"
 
 
+def run_relax(mod, *args: np.ndarray) -> np.ndarray:
+    """`main` of a Relax module run by TVM's Relax VM on this host (PrimFuncs a rewrite added get symbols of
+    their own names)."""
+    import tvm
+    from tvm import relax
+
+    mod = tvm.IRModule({gv: f.with_attr("global_symbol", gv.name_hint) if isinstance(f, tvm.tirx.PrimFunc) else f
+                        for gv, f in mod.functions.items()})
+    vm = relax.VirtualMachine(tvm.compile(mod, target="llvm"), tvm.cpu())
+    return vm["main"](*(tvm.runtime.tensor(a) for a in args)).numpy()
+
+
 def write_pair(image_path: Path, mask_path: Path, size: tuple[int, int] = (40, 32), seed: int = 0) -> None:
     """A random RGB image and a mask with a filled rectangle (0/255)."""
     rng = np.random.default_rng(seed)

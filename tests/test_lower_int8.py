@@ -3,7 +3,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import tvm
-from conftest import REPO
+from conftest import REPO, run_relax
 from tvm import relax
 from tvm.relax.frontend.onnx import from_onnx
 from tvm.script import relax as R
@@ -32,11 +32,6 @@ def test_every_conv_and_matmul_becomes_integer_and_matches_onnx_runtime():
         ref = session.run(None, {"image": x})[0]
         agree.append(((ours > 0) == (ref > 0)).mean())
     assert np.mean(agree) >= 0.998
-
-
-def _run(mod: tvm.IRModule, *args: np.ndarray) -> np.ndarray:
-    vm = relax.VirtualMachine(tvm.compile(mod, target="llvm"), tvm.cpu())
-    return vm["main"](*(tvm.runtime.tensor(a) for a in args)).numpy()
 
 
 def _qdq_function(x_shape, x_dtype: str, x_zp: int, body) -> tvm.IRModule:
@@ -81,7 +76,7 @@ def test_input_zero_point_is_folded_exactly(dtype: str, zp: int) -> None:
     assert ("R.nn.pad" in after.script()) == (zp != 0)
     info = np.iinfo(dtype)
     x = RNG.integers(info.min, info.max + 1, (1, 3, 6, 6)).astype(dtype)
-    np.testing.assert_allclose(_run(after, x), _run(before, x), rtol=1e-6, atol=1e-3)
+    np.testing.assert_allclose(run_relax(after, x), run_relax(before, x), rtol=1e-6, atol=1e-3)
 
 
 MATMULS = {
@@ -108,7 +103,7 @@ def test_matmul_forms_real_exporters_write(form: str) -> None:
     after = lower_int8(before)
     assert (count_mac_ops(after).int8, count_mac_ops(after).float) == (1, 0), form
     x = RNG.integers(0, 256, shape).astype(np.uint8)
-    np.testing.assert_allclose(_run(after, x), _run(before, x), rtol=1e-6, atol=1e-3)
+    np.testing.assert_allclose(run_relax(after, x), run_relax(before, x), rtol=1e-6, atol=1e-3)
 
 
 def test_what_stays_float_says_why() -> None:
@@ -145,4 +140,4 @@ def test_onnx_gemm_with_transposed_weight_and_bias() -> None:
     after = lower_int8(before)
     assert (count_mac_ops(after).int8, count_mac_ops(after).float) == (1, 0)
     x = RNG.uniform(-2, 2, (3, 5)).astype(np.float32)
-    np.testing.assert_allclose(_run(after, x), _run(before, x), rtol=1e-6, atol=1e-4)
+    np.testing.assert_allclose(run_relax(after, x), run_relax(before, x), rtol=1e-6, atol=1e-4)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import tvm
+from conftest import run_relax
 from tvm import relax
 from tvm.script import relax as R
 
@@ -18,14 +19,6 @@ BIAS = RNG.integers(-50, 50, 4).astype(np.int32)
 W_SCALE = np.array([0.01, 0.02, 0.03, 0.04], np.float32)
 X_SCALE = np.float32(0.5)
 MULT = (X_SCALE * W_SCALE).astype(np.float32)  # input scale x weight scale, per output channel
-
-
-def _run(mod: tvm.IRModule, *args: np.ndarray) -> np.ndarray:
-    """`main` run by TVM's Relax VM (kernels a rewrite added get symbols of their own names)."""
-    mod = tvm.IRModule({gv: f.with_attr("global_symbol", gv.name_hint) if isinstance(f, tvm.tirx.PrimFunc) else f
-                        for gv, f in mod.functions.items()})
-    vm = relax.VirtualMachine(tvm.compile(mod, target="llvm"), tvm.cpu())
-    return vm["main"](*(tvm.runtime.tensor(a) for a in args)).numpy()
 
 
 def _const(value, dtype: str | None = None) -> relax.Constant:
@@ -65,7 +58,7 @@ def test_lower_int8_structure_and_values() -> None:
     after = lower_int8(before)
     tvm.ir.assert_structural_equal(after, _qdq_conv_expected())
     x = RNG.integers(-128, 128, (1, 3, 8, 8)).astype(np.int8)
-    np.testing.assert_allclose(_run(after, x), _run(before, x), rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(run_relax(after, x), run_relax(before, x), rtol=1e-5, atol=1e-4)
 
 
 # -- recompute_groupnorm ------------------------------------------------------------------------------------
@@ -132,13 +125,17 @@ def _stem_expected() -> tvm.IRModule:
     return relax.transform.Normalize()(bb.get())
 
 
-def test_recompute_groupnorm_structure_and_values() -> None:
-    before = _stem_before()
-    after, count = recompute_groupnorm(before)
+def _check_rewrite(rewrite, before: tvm.IRModule, expected: tvm.IRModule, x: np.ndarray, tolerance: float) -> None:
+    """The rewrite changes one place into `expected`, and After computes what Before does (within tolerance)."""
+    after, count = rewrite(before)
     assert count == 1
-    tvm.ir.assert_structural_equal(after, _stem_expected())
+    tvm.ir.assert_structural_equal(after, expected)
+    np.testing.assert_allclose(run_relax(after, x), run_relax(before, x), rtol=tolerance, atol=tolerance)
+
+
+def test_recompute_groupnorm_structure_and_values() -> None:
     x = RNG.integers(0, 256, (1, 3, 8, 8)).astype(np.uint8)
-    np.testing.assert_allclose(_run(after, x), _run(before, x), rtol=1e-4, atol=1e-4)
+    _check_rewrite(recompute_groupnorm, _stem_before(), _stem_expected(), x, tolerance=1e-4)
 
 
 def test_recompute_groupnorm_leaves_other_pools_alone() -> None:
@@ -186,9 +183,5 @@ def _token_matmul_expected() -> tvm.IRModule:
 
 
 def test_matmul_nchw_structure_and_values() -> None:
-    before = _token_matmul_before()
-    after, count = matmul_nchw(before)
-    assert count == 1
-    tvm.ir.assert_structural_equal(after, _token_matmul_expected())
     x = RNG.integers(-128, 128, (1, 64, 4)).astype(np.int8)
-    np.testing.assert_array_equal(_run(after, x), _run(before, x))
+    _check_rewrite(matmul_nchw, _token_matmul_before(), _token_matmul_expected(), x, tolerance=0.0)  # exact

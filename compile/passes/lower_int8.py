@@ -28,7 +28,7 @@ import tvm
 from tvm import relax
 from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
 
-from compile.passes.op_counts import MAC_OPS, mac_calls
+from compile.passes.op_counts import MAC_OPS, is_integer, mac_calls
 
 
 @dataclass(frozen=True)
@@ -88,16 +88,25 @@ def _value(expr: relax.Expr) -> np.ndarray | None:
     return expr.value.numpy() if isinstance(expr, tvm.ir.expr.Constant) else None
 
 
+def _dequantized_constant(expr: relax.Expr, bound: Bindings) -> tuple[np.ndarray, np.ndarray, np.ndarray, int] | str:
+    """(values, scale, zero point, axis) of DQ(constant), or why it is not one."""
+    parts = _dequantize_parts(expr, bound)
+    if parts is None:
+        return "not the output of a DequantizeLinear"
+    q, scale, zp = (_value(p) for p in parts[:3])
+    if q is None or scale is None or zp is None:
+        return "dequantized from a tensor computed at run time, not a constant"
+    return q, scale, zp, parts[3]
+
+
 def _weight(expr: relax.Expr, out_axis: int, bound: Bindings) -> tuple[np.ndarray, np.ndarray] | str:
     """(int8 weight, per-output-channel scale) of DQ(W) or permute_dims(DQ(W)), with W as the op uses it."""
     transpose = _op(expr, "relax.permute_dims", bound)
     transposed = transpose is not None
-    parts = _dequantize_parts(transpose.args[0] if transposed else expr, bound)
-    if parts is None:
-        return "the weight is not the output of a DequantizeLinear"
-    q, scale, zp, axis = (_value(parts[0]), _value(parts[1]), _value(parts[2]), parts[3])
-    if q is None or scale is None or zp is None:
-        return "the weight is dequantized from a tensor computed at run time, not a constant"
+    weight = _dequantized_constant(transpose.args[0] if transposed else expr, bound)
+    if isinstance(weight, str):
+        return f"the weight is {weight}"
+    q, scale, zp, axis = weight
     if q.dtype != np.int8:
         return f"the weight is {q.dtype}, not int8"
     if np.any(zp != 0):
@@ -179,13 +188,11 @@ def _lowered(call: relax.Call, ops: Operands, bias: np.ndarray | None) -> relax.
 def _bias(expr: relax.Expr, ops: Operands, bound: Bindings) -> np.ndarray | None:
     """The int32 bias of DQ(b) or reshape(DQ(b)) if it is on the accumulator's scale, else None."""
     reshape = _op(expr, "relax.reshape", bound)
-    parts = _dequantize_parts(reshape.args[0] if reshape is not None else expr, bound)
-    if parts is None:
+    bias = _dequantized_constant(reshape.args[0] if reshape is not None else expr, bound)
+    if isinstance(bias, str):
         return None
-    q, scale, zp = _value(parts[0]), _value(parts[1]), _value(parts[2])
-    if q is None or scale is None or zp is None or q.dtype != np.int32 or np.any(zp != 0):
-        return None
-    if q.size != ops.channels:
+    q, scale, zp, _ = bias
+    if q.dtype != np.int32 or np.any(zp != 0) or q.size != ops.channels:
         return None
     expected = np.float32(ops.x_scale) * ops.w_scale
     if not np.allclose(np.broadcast_to(scale.reshape(-1), expected.shape), expected, rtol=1e-5, atol=0):
@@ -249,7 +256,7 @@ def float_macs(mod: tvm.IRModule) -> list[FloatMac]:
         if isinstance(func, relax.Function):
             bound.update(relax.analysis.get_var2val(func))
     for index, call in enumerate(mac_calls(mod)):
-        if str(call.args[0].ty.dtype).startswith(("int", "uint")):
+        if is_integer(call.args[0]):
             continue
         ops = parse_mac(call, bound)
         reason = ops if isinstance(ops, str) else "the folded bias does not fit the int32 accumulator"

@@ -39,14 +39,15 @@ def _op_calls(mod: tvm.IRModule) -> list[relax.Call]:
     return calls
 
 
-def _integer(expr: relax.Expr) -> bool:
+def is_integer(expr: relax.Expr) -> bool:
+    """Whether a tensor expression holds integers (int8, uint8, int32, ...)."""
     return str(expr.ty.dtype).startswith(("int", "uint"))
 
 
 def count_mac_ops(mod: tvm.IRModule) -> MacCount:
     """How many conv2d / matmul calls take integer operands and how many are still float."""
     macs = mac_calls(mod)
-    n_int = sum(_integer(c.args[0]) for c in macs)
+    n_int = sum(is_integer(c.args[0]) for c in macs)
     return MacCount(int8=n_int, float=len(macs) - n_int)
 
 
@@ -54,5 +55,5 @@ def count_ops(mod: tvm.IRModule) -> dict[str, int]:
     """Relax operator calls by the arithmetic they do: "int8" when their first operand is an integer
     tensor (int8 x int8 -> int32 products, int32 bias adds, casts out of int32), else "float"."""
     calls = [c for c in _op_calls(mod) if c.args and isinstance(c.args[0].ty, relax.TensorType)]
-    n_int = sum(_integer(c.args[0]) for c in calls)
+    n_int = sum(is_integer(c.args[0]) for c in calls)
     return {"int8": n_int, "float": len(calls) - n_int}
