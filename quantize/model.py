@@ -11,14 +11,18 @@ Which tensors are int8, and why:
   - input: int8 per-tensor, scale learned from runtime statistics and then by QAT (`Int8ActPerTensorFloat`);
     the first convolution's input is the image itself, quantized as uint8 pixels with the fixed scale 1/255
     (`PixelQuant`), so a board feeds its camera's bytes straight in;
-  - bias: int32 with scale = input scale x weight scale (`Int32Bias`), so it adds onto the int32 accumulator.
+  - bias: int32 with scale = input scale x weight scale (`Int32Bias`), so it adds onto the int32 accumulator;
+  - output: int8 per-tensor (`Int8ActPerTensorFloat`), except the stem (its output is never stored: the
+    compiler recomputes it), the last layer (the logits) and the stage heads.
   Every multiply-accumulate therefore has integer operands and an int32 accumulator.
-- Float: LayerNorm, GroupNorm, the per-channel plane norm (instance norm), GELU, max-pool, bilinear resize,
-  ReLU, the residual and skip additions and the layer outputs (before the next layer's input quantizer).
-  The norms need a mean, a variance and a reciprocal square root over a whole token or plane, which no
-  int8 kernel library provides at acceptable accuracy; they carry no multiply-accumulates worth speaking
-  of. Each sits between quantizers ("fenced"): float in, float out, quantized again where the next
-  convolution or linear layer reads it.
+- Every other tensor the deployed program stores between two kernels is int8 too: each `ucm.model.QuantPoint`
+  (stem and stage outputs, the residual and skip sums, the norms' outputs, GroupNorm before the upsample)
+  becomes an int8 quantizer. Where a QuantPoint's tensor is read by a convolution or linear layer, that
+  layer's input quantizer is the QuantPoint's own (one shared scale), so the tensor is quantized once.
+- Float only inside a kernel: LayerNorm, GroupNorm, the per-channel plane norm (instance norm), GELU, max-pool,
+  bilinear resize, ReLU and the additions compute in float from int8 inputs and are quantized again where
+  their result is stored. The norms need a mean, a variance and a reciprocal square root over a whole token
+  or plane, which no int8 kernel library provides at acceptable accuracy.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from brevitas.quant import Int8ActPerTensorFloat, Int8WeightPerChannelFloat, Int
 from torch import nn
 
 from ucm.checkpoint import model_from_checkpoint, rebuild_model
-from ucm.model import UCMNet, build_model
+from ucm.model import QuantPoint, UCMNet, build_model
 
 
 @contextmanager
@@ -46,7 +50,7 @@ def quiet_brevitas() -> Iterator[None]:
         warnings.filterwarnings("ignore", message="fast_hadamard_transform package not found")
         yield
 
-INT8_FORMAT = "ucm-edge/int8-qat-v1"
+INT8_FORMAT = "ucm-edge/int8-qat-v2"  # v2: int8 between every pair of layers (QuantPoints)
 
 
 class PixelQuant(Uint8ActPerTensorFloat):
@@ -57,12 +61,13 @@ class PixelQuant(Uint8ActPerTensorFloat):
     max_val = 1.0
 
 
-def _quant_layer(layer: nn.Module, input_quant: type) -> nn.Module:
+def _quant_layer(layer: nn.Module, input_quant: Any, output_quant: type | None) -> nn.Module:
     common = dict(
         bias=layer.bias is not None,
         input_quant=input_quant,
         weight_quant=Int8WeightPerChannelFloat,
         bias_quant=Int32Bias if layer.bias is not None else None,
+        output_quant=output_quant,
         return_quant_tensor=False,
     )
     if isinstance(layer, nn.Conv2d):
@@ -89,18 +94,45 @@ def _quant_layer(layer: nn.Module, input_quant: type) -> nn.Module:
     return q
 
 
+def shared_input_points(model: UCMNet) -> dict[str, str]:
+    """Layer name -> the QuantPoint whose tensor is that layer's input (they share one int8 quantizer)."""
+    stages = [f"encoder.{i}" for i in range(len(model.encoder))] + [f"decoder.{i}" for i in range(len(model.decoder))]
+    readers = [f"{s}.embed" for s in stages[1 : len(model.encoder)]] + [f"{s}.conv" for s in stages[len(model.encoder):]]
+    shared = {"encoder.0.embed": "stem_q", "final_conv": f"{stages[-1]}.out_q"}
+    shared.update({reader: f"{stage}.out_q" for stage, reader in zip(stages, readers)})
+    shared.update({f"{s}.block.fc1": f"{s}.block.norm_q" for s in stages})
+    return shared
+
+
+def _output_stored(name: str) -> bool:
+    """Is the layer's output stored between kernels? Not the stem's (recomputed where it is read), the logits
+    or a training-only stage head's."""
+    return name not in ("stem", "final") and "head" not in name.split(".")
+
+
+def _replace(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
+
+
 def quantize_model(model: UCMNet) -> UCMNet:
-    """Swap every Conv2d / Linear of `model` (in place) for an int8 Brevitas layer; returns the model."""
+    """Swap every QuantPoint and every Conv2d / Linear of `model` (in place) for int8 Brevitas modules."""
+    points = [name for name, module in model.named_modules() if isinstance(module, QuantPoint)]
+    for name in points:
+        _replace(model, name, qnn.QuantIdentity(act_quant=Int8ActPerTensorFloat, return_quant_tensor=False))
+    shared = shared_input_points(model)
     targets = [
         (name, module)
         for name, module in model.named_modules()
         if type(module) in (nn.Conv2d, nn.Linear)  # exact types: Brevitas layers subclass these
     ]
     for name, module in targets:
-        parent_name, _, child = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
-        input_quant = PixelQuant if name == "stem" else Int8ActPerTensorFloat
-        setattr(parent, child, _quant_layer(module, input_quant))
+        if name in shared:
+            input_quant = model.get_submodule(shared[name]).act_quant
+        else:
+            input_quant = PixelQuant if name == "stem" else Int8ActPerTensorFloat
+        output_quant = Int8ActPerTensorFloat if _output_stored(name) else None
+        _replace(model, name, _quant_layer(module, input_quant, output_quant))
     return model
 
 

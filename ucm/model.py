@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["UCMNet", "UCMNetConfig", "UCMBlock", "build_model"]
+__all__ = ["QuantPoint", "UCMNet", "UCMNetConfig", "UCMBlock", "build_model"]
 
 
 @dataclass(frozen=True)
@@ -70,6 +70,11 @@ def input_size_problem(height: int, width: int) -> str | None:
     return None
 
 
+class QuantPoint(nn.Identity):
+    """Where the int8 model stores a tensor between layers: an identity here, replaced by an int8 quantizer
+    in `quantize.model` (so the deployed program keeps this tensor as int8, not float)."""
+
+
 def _to_tokens(x: torch.Tensor) -> torch.Tensor:
     return x.flatten(2).transpose(1, 2)
 
@@ -102,15 +107,17 @@ class UCMBlock(nn.Module):
         self.act = nn.GELU()
         self.fc2 = nn.Linear(dim, dim)
         self.dw2 = PlaneNormDWConv(dim)
+        self.norm_q = QuantPoint()  # read by fc1 and by the residual addition
+        self.sum_q = QuantPoint()  # the residual sum, before it is doubled
         self.apply(_init_weights)  # as published: only the UCM blocks get this init; other layers keep torch's
 
     def forward(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
-        x = self.norm(x)
+        x = self.norm_q(self.norm(x))
         residual = x.detach()  # as published: the residual carries no gradient
         x = self.dw1(self.fc1(x), h, w)
         x = self.act(x)
         x = self.dw2(self.fc2(x), h, w)
-        x = x + residual
+        x = self.sum_q(x + residual)
         return x + x  # published drop-path is an identity: x + drop_path(x) == 2x
 
 
@@ -121,14 +128,16 @@ class EncoderStage(nn.Module):
         super().__init__()
         self.embed = nn.Conv2d(c_in, c_out, 1, stride=2)
         self.embed_norm = nn.LayerNorm(c_out)
+        self.embed_q = QuantPoint()
         self.block = UCMBlock(c_out)
         self.norm = nn.LayerNorm(c_out)
+        self.out_q = QuantPoint()  # the stage output: the next stage's input and a decoder skip
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.embed(x)
         h, w = x.shape[-2:]
-        x = self.embed_norm(_to_tokens(x))
-        x = self.norm(self.block(x, h, w))
+        x = self.embed_q(self.embed_norm(_to_tokens(x)))
+        x = self.out_q(self.norm(self.block(x, h, w)))
         return _to_image(x, h, w)
 
 
@@ -139,22 +148,25 @@ class DecoderStage(nn.Module):
         super().__init__()
         self.conv = nn.Conv2d(c_in, c_out, 1)
         self.gn = nn.GroupNorm(4, c_out)
+        self.gn_q = QuantPoint()
+        self.sum_q = QuantPoint()  # upsampled + skip
         self.block = UCMBlock(c_out)
         self.norm = nn.LayerNorm(c_out)
+        self.out_q = QuantPoint()  # the stage output: the next stage's input
         self.head = nn.Conv2d(c_out, num_classes, 1)  # training-only stage head (group loss)
 
     def forward(
         self, x: torch.Tensor, skip: torch.Tensor, head_size: tuple[int, int] | None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        x = F.interpolate(self.gn(self.conv(x)), scale_factor=2.0, mode="bilinear", align_corners=False)
-        x = F.relu(x) + skip
+        x = F.interpolate(self.gn_q(self.gn(self.conv(x))), scale_factor=2.0, mode="bilinear", align_corners=False)
+        x = self.sum_q(F.relu(x) + skip)
         head = None
         if head_size is not None:
             # conv1x1(upsample(x)) == upsample(conv1x1(x)) (both linear, bilinear weights sum to 1): the
             # head runs at the stage's resolution and only its one output channel is upsampled.
             head = F.interpolate(self.head(x), size=head_size, mode="bilinear", align_corners=True)
         h, w = x.shape[-2:]
-        x = self.norm(self.block(_to_tokens(x), h, w))
+        x = self.out_q(self.norm(self.block(_to_tokens(x), h, w)))
         return _to_image(x, h, w), head
 
 
@@ -172,6 +184,7 @@ class UCMNet(nn.Module):
         c = config.channels
         self.stem = nn.Conv2d(config.in_channels, c[0], 3, padding=1)
         self.stem_gn = nn.GroupNorm(4, c[0])
+        self.stem_q = QuantPoint()  # the stem output: the first encoder stage's input and the last skip
         self.encoder = nn.ModuleList(EncoderStage(c[i], c[i + 1]) for i in range(5))
         self.decoder = nn.ModuleList(DecoderStage(c[i + 1], c[i], config.num_classes) for i in reversed(range(5)))
         self.final_conv = nn.Conv2d(c[0], config.final_channels, 1)
@@ -182,7 +195,7 @@ class UCMNet(nn.Module):
         if problem:
             raise ValueError(f"UCM-Net input of shape {tuple(x.shape)}: {problem}")
         head_size = tuple(x.shape[-2:]) if self.training else None
-        x = F.relu(F.max_pool2d(self.stem_gn(self.stem(x)), 2))
+        x = self.stem_q(F.relu(F.max_pool2d(self.stem_gn(self.stem(x)), 2)))
         skips = [x]
         for stage in self.encoder:
             x = stage(x)
