@@ -114,7 +114,7 @@ def schedule(lowered: LoweredModel, cfg: CompileConfig, target: CompileTarget, k
 def plan_executor(lowered: LoweredModel, kmod: tvm.IRModule, cfg: CompileConfig) -> ExecutorPlan:
     """Kernel calls in order, verified in-place calls, and one arena planned by tensor lifetimes."""
     workspace = workspace_bytes(kmod)
-    graph = extract_graph(lowered.fused)
+    graph = extract_graph(lowered.fused, lowered.logits_kernel)
     inplace = inplace_calls(graph, kmod) if cfg.inplace else {}
     apply_inplace(graph, inplace)
     memory = plan_memory(graph)

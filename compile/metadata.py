@@ -33,8 +33,10 @@ def bundle_metadata(cfg: CompileConfig, target: CompileTarget, kernels: str, tvm
                     lowered: LoweredModel, plan: ExecutorPlan, tuned: int, weight_bytes: int,
                     fingerprint: str) -> dict:
     graph, macs = plan.graph, lowered.kernel_macs
-    height, width = graph.tensors[graph.input].shape[2:]
-    io_bytes = height * width * 3 + height * width
+    height, width = graph.image_size()
+    # the caller's image buffer counts unless the image is read in the arena (uint8 models: ucm_input())
+    image_in_arena = graph.tensors[graph.input].dtype == "uint8"
+    io_bytes = height * width * (1 if image_in_arena else 4)
     arena = plan.memory.arena_bytes
     return {
         "target": target.name,
@@ -49,7 +51,7 @@ def bundle_metadata(cfg: CompileConfig, target: CompileTarget, kernels: str, tvm
         "onnx_sha256": sha256_file(Path(cfg.onnx)),
         "compiler_sha256": fingerprint,
         "quantized": lowered.quantized,
-        "input": {"height": height, "width": width, "layout": "HWC", "dtype": "uint8"},
+        "input": {"height": height, "width": width, "layout": "HWC", "dtype": "uint8", "in_arena": image_in_arena},
         "output": {"height": height, "width": width, "dtype": "uint8", "values": "0 skin, 255 lesion"},
         "params": count_params(lowered.onnx_model),
         "macs": int(sum(macs.get(c.kernel, 0) - plan.recomputed_macs.get(c.kernel, 0) for c in graph.calls)),
@@ -84,6 +86,9 @@ def size_report(metadata: dict) -> str:
         peak = metadata["memory"]["peak"]
         lines.append(f"arena peak: {peak['live_bytes']:,} B alive at kernel call {peak['call']} "
                      f"({metadata['memory']['calls'][peak['call']]['kernel']}); plot: memory.png")
+        written = metadata["memory"]["written"]
+        lines.append("kernel outputs: " + ", ".join(f"{row['tensors']} {dtype} ({row['bytes']:,} B)"
+                                                    for dtype, row in sorted(written.items(), key=lambda kv: -kv[1]["bytes"])))
     for row in metadata.get("float_conv_matmul_report", []):
         lines.append(f"float (--allow-float): {row['node']} ({row['op']}): {row['reason']}")
     if "firmware" in metadata:

@@ -12,15 +12,19 @@ from pathlib import Path
 
 import onnx
 import tvm
+from tvm import relax
 
 from compile.config import CompileConfig
 from compile.errors import CompileError
 from compile.frontend import import_onnx, is_quantized, mac_node_names
 from compile.kernels.fusion import fuse
+from compile.passes.int8_dataflow import int8_dataflow
 from compile.passes.lower_int8 import float_macs, lower_int8
+from compile.passes.mask_output import mask_output
 from compile.passes.matmul_nchw import matmul_nchw
 from compile.passes.op_counts import MacCount, count_mac_ops, count_ops, mac_calls
 from compile.passes.recompute_groupnorm import recompute_groupnorm
+from compile.passes.uint8_input import uint8_input
 
 
 class IntegerLoweringError(CompileError, RuntimeError):
@@ -49,8 +53,9 @@ class LoweredModel:
     mac_ops: MacCount  # conv / matmul calls, integer and float, after integer lowering
     float_report: list[dict]  # quantized models: each conv / matmul left in float, its ONNX node and why
     ops: dict[str, int]  # Relax operator calls by arithmetic ("int8" / "float")
-    fused: tvm.IRModule  # Relax main calling the fused TIR kernels
+    fused: tvm.IRModule  # Relax main (returning the uint8 mask) calling the fused TIR kernels
     kernel_macs: dict[str, int]  # multiply-accumulates per fused kernel
+    logits_kernel: str  # in `fused`, not called by its main (which returns the mask): ucm_run_logits' last kernel
 
 
 def lower_to_kernels(cfg: CompileConfig, log: Callable[[str], None] = lambda _: None) -> LoweredModel:
@@ -59,6 +64,11 @@ def lower_to_kernels(cfg: CompileConfig, log: Callable[[str], None] = lambda _: 
     quantized = is_quantized(onnx_model)
     float_report: list[dict] = []
     if quantized:
+        mod, pixels = uint8_input(mod)
+        if pixels:
+            log("input: the caller's uint8 pixels (the pixel quantize is the identity on them)")
+        mod, moved = int8_dataflow(mod)
+        log(f"int8 between operators: each reader dequantizes; {moved} layout ops move int8")
         mod = lower_int8(mod)
         float_report = coverage_report(mod, onnx_model)
     mac_ops, ops = count_mac_ops(mod), count_ops(mod)
@@ -77,9 +87,27 @@ def lower_to_kernels(cfg: CompileConfig, log: Callable[[str], None] = lambda _: 
             mod, count = rewrite.apply(mod)
             if count:
                 log(rewrite.done.format(n=count))
+    if quantized:
+        # LayerNorm as mean / variance / element-wise ops, so that each part reads the int8 input itself
+        mod = relax.transform.DecomposeOpsForTraining()(mod)
+        mod, _ = int8_dataflow(mod)  # again: the DPL rewrites above merged the per-reader dequantize calls
     log("legalize and fuse (TVM Relax passes)")
-    fused, kernel_macs = fuse(mod)
-    return LoweredModel(onnx_model, quantized, mac_ops, float_report, ops, fused, kernel_macs)
+    fused, kernel_macs = fuse(mask_output(mod))
+    fused, logits_kernel = _add_logits_kernel(fused, kernel_macs, mod)
+    return LoweredModel(onnx_model, quantized, mac_ops, float_report, ops, fused, kernel_macs, logits_kernel)
+
+
+def _add_logits_kernel(fused: tvm.IRModule, kernel_macs: dict[str, int], mod: tvm.IRModule) -> tuple[tvm.IRModule, str]:
+    """`fused` (whose main returns the mask) with the kernel that computes the logits instead, taken from the
+    fusion of `mod` (main returning the logits): its last kernel, with the same inputs as the mask kernel."""
+    logits_fused, logits_macs = fuse(mod)
+    last = [b.value.args[0] for blk in logits_fused["main"].body.blocks for b in blk.bindings
+            if isinstance(b.value, relax.Call) and b.value.op.name == "relax.call_tir"][-1]
+    name = last.name_hint if last.name_hint not in [gv.name_hint for gv in fused.functions] else f"{last.name_hint}_logits"
+    out = tvm.IRModule(dict(fused.functions))
+    out[name] = logits_fused[last]
+    kernel_macs[name] = logits_macs[last.name_hint]
+    return out, name
 
 
 def coverage_report(mod: tvm.IRModule, onnx_model: onnx.ModelProto) -> list[dict]:

@@ -257,6 +257,44 @@ def test_matmul_nchw_rewrite_is_exact(bundles: dict[str, Path], tmp_path: Path) 
     assert split.metadata["ram_bytes"]["arena"] > bundles_arena(bundles["x86_64"])
 
 
+IN_PLACE_PROGRAM = r"""
+#include <stdio.h>
+#include "ucm_config.h"
+#include "ucm_model.h"
+/* Reads H*W*3 bytes into the model's own input memory, runs ucm_run on it, writes the H*W mask bytes. */
+int main(int argc, char **argv) {
+  static uint8_t mask[UCM_INPUT_HEIGHT * UCM_INPUT_WIDTH];
+  uint8_t *image = ucm_input();
+  FILE *in = fopen(argv[1], "rb"), *out = fopen(argv[2], "wb");
+  if (!image || !in || !out || fread(image, 3, sizeof mask, in) != sizeof mask) return 3;
+  if (ucm_run(image, mask) != UCM_OK) { fprintf(stderr, "%s\n", ucm_last_error()); return 1; }
+  return fwrite(mask, 1, sizeof mask, out) == sizeof mask ? 0 : 4;
+}
+"""
+
+
+def test_image_written_into_ucm_input_gives_the_runners_mask(bundles: dict[str, Path], tmp_path: Path) -> None:
+    """An int8 bundle reads the image in its arena (ucm_input(); RAM "io" is only the mask): a program that
+    writes the pixels there and calls ucm_run, whose last kernel thresholds (the logits are never stored),
+    gets the mask the runner gets through ucm_run_logits from its own buffer."""
+    import json
+
+    bundle = bundles["x86_64"]
+    meta = json.loads((bundle / "metadata.json").read_text())
+    assert meta["input"]["in_arena"] and meta["ram_bytes"]["io"] == 256 * 256
+    names, images = load_images(SAMPLE, 256, 2)
+    runner_masks, _ = run_runner(bundle, images, names, tmp_path / "runner")
+    (tmp_path / "in_place.c").write_text(IN_PLACE_PROGRAM)
+    program = tmp_path / "in_place"
+    subprocess.run(["gcc", "-O2", f"-I{bundle}", f"-I{bundle / 'include'}", str(tmp_path / "in_place.c"),
+                    str(bundle / "libucm.a"), "-lm", "-o", str(program)], check=True)
+    for image, expected in zip(images, runner_masks):
+        (tmp_path / "image.rgb").write_bytes(image.tobytes())
+        subprocess.run([str(program), str(tmp_path / "image.rgb"), str(tmp_path / "mask")], check=True)
+        mask = np.frombuffer((tmp_path / "mask").read_bytes(), np.uint8).reshape(expected.shape)
+        np.testing.assert_array_equal(mask, expected)
+
+
 def run_runner(bundle: Path, images: np.ndarray, names: list[str], work: Path) -> tuple[np.ndarray, np.ndarray]:
     result = run_bundle_here(bundle, names, images, work)
     return result.masks, result.logits

@@ -67,9 +67,12 @@ G1, B1 = np.array([1.5, 0.5], np.float32), np.array([0.1, -0.2], np.float32)
 GAMMA, BETA = np.array([1.0, 2.0, 0.5, 1.5], np.float32), np.array([0.0, 0.3, -0.1, 0.2], np.float32)
 
 
-def _stem_before() -> tvm.IRModule:
+Q_SCALE = np.float32(0.02)
+
+
+def _stem_before(quantize: bool = False, second_reader: bool = False) -> tvm.IRModule:
     """int8 conv -> GroupNorm (as the ONNX frontend imports it: reshape, instance norm, reshape, affine) ->
-    2x2 max-pool -> ReLU."""
+    2x2 max-pool -> ReLU [-> int8 quantize [, and the float ReLU output read by a second op]]."""
     bb = relax.BlockBuilder()
     x = relax.Var("x", R.Tensor((1, 3, 8, 8), "uint8"))
     with bb.function("main", [x]):
@@ -87,7 +90,12 @@ def _stem_before() -> tvm.IRModule:
             affine = bb.emit(relax.op.add(relax.op.multiply(chw, _const(GAMMA.reshape(1, 4, 1, 1))),
                                           _const(BETA.reshape(1, 4, 1, 1))))
             pool = bb.emit(relax.op.nn.max_pool2d(affine, pool_size=2, strides=2))
-            out = bb.emit_output(relax.op.nn.relu(pool))
+            out = bb.emit(relax.op.nn.relu(pool))
+            if quantize:
+                q = bb.emit(relax.op.quantize(out, _const(Q_SCALE), _const(np.int8(0)), axis=1, out_dtype="int8"))
+                out = bb.emit(relax.op.add(relax.op.dequantize(q, _const(Q_SCALE), _const(np.int8(0)), axis=1), out)
+                              if second_reader else q)
+            out = bb.emit_output(out)
         bb.emit_func_output(out)
     return bb.get()
 
@@ -185,3 +193,23 @@ def _token_matmul_expected() -> tvm.IRModule:
 def test_matmul_nchw_structure_and_values() -> None:
     x = RNG.integers(-128, 128, (1, 64, 4)).astype(np.int8)
     _check_rewrite(matmul_nchw, _token_matmul_before(), _token_matmul_expected(), x, tolerance=0.0)  # exact
+
+
+def test_recompute_groupnorm_ends_with_the_quantize() -> None:
+    """A per-tensor quantize after the ReLU is computed in the pool kernel, which then writes int8."""
+    before = _stem_before(quantize=True)
+    after, count = recompute_groupnorm(before)
+    assert count == 1 and "R.quantize(" not in after["main"].script()
+    assert [gv.name_hint for gv in after.functions if gv.name_hint != "main"] == ["stem1_stats", "stem1_pool"]
+    x = RNG.integers(0, 256, (1, 3, 8, 8)).astype(np.uint8)
+    ours, theirs = run_relax(after, x), run_relax(before, x)
+    assert ours.dtype == np.int8
+    assert np.abs(ours.astype(int) - theirs).max() <= 1 and (ours == theirs).mean() > 0.95  # float rounding
+
+
+def test_recompute_groupnorm_keeps_a_float_relu_read_elsewhere() -> None:
+    """When the float ReLU output has another reader, the chain is rewritten once, to float, and the quantize
+    stays a kernel of its own (no second copy of the stem)."""
+    after, count = recompute_groupnorm(_stem_before(quantize=True, second_reader=True))
+    assert count == 1 and after["main"].script().count("R.quantize(") == 1
+    assert [gv.name_hint for gv in after.functions if gv.name_hint != "main"] == ["stem1_stats", "stem1_pool"]

@@ -47,7 +47,14 @@ class ExecGraph:
     tensors: list[Tensor]
     calls: list[KernelCall]
     input: int
-    output: int
+    output: int  # the uint8 mask
+    logits_kernel: str | None = None  # computes the logits instead of the mask, from the last call's inputs
+    logits: int | None = None  # the float logits it writes (ucm_run_logits only), alive at the last call
+
+    def image_size(self) -> tuple[int, int]:
+        """(height, width) of the image, read from the [1, 1, H, W] mask."""
+        height, width = self.tensors[self.output].shape[2:]
+        return height, width
 
     def root(self, index: int) -> int:
         """The tensor that owns the memory of `index` (follows views)."""
@@ -67,7 +74,7 @@ def _tensor_type(var: relax.Expr, what: str) -> tuple[tuple[int, ...], str]:
     return shape, str(ty.dtype)
 
 
-def extract_graph(mod: tvm.IRModule) -> ExecGraph:
+def extract_graph(mod: tvm.IRModule, logits_kernel: str | None = None) -> ExecGraph:
     main = mod["main"]
     if len(main.params) != 1:
         raise UnsupportedGraphError(f"main takes {len(main.params)} inputs; the executor supports one image input")
@@ -125,4 +132,7 @@ def extract_graph(mod: tvm.IRModule) -> ExecGraph:
     output = by_var[out_var]
     if tensors[output].kind != "view":
         tensors[output].kind = "output"
-    return ExecGraph(tensors, calls, by_var[param], output)
+    logits = None
+    if logits_kernel is not None:
+        logits = add("logits", tensors[output].shape, "float32", "temp")
+    return ExecGraph(tensors, calls, by_var[param], output, logits_kernel, logits)

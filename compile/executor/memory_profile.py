@@ -1,5 +1,6 @@
 """The arena's live memory over the kernel calls, from the memory plan: how many bytes are alive at each
-call, where the peak is, and which tensors hold it (recorded in metadata.json, drawn as memory.png)."""
+call, where the peak is, which tensors hold it, and what the kernels write by element type (recorded in
+metadata.json, drawn as memory.png)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,12 @@ def memory_profile(graph: ExecGraph, plan: MemoryPlan, top: int = 6) -> dict:
     peak = max(steps, key=lambda s: s["live_bytes"], default={"call": 0, "live_bytes": 0})
     at_peak = [t for t, (first, last) in plan.lifetimes.items() if first <= peak["call"] <= last]
     holders = sorted(at_peak, key=lambda t: -graph.tensors[t].nbytes)[:top]
+    written: dict[str, dict[str, int]] = {}  # what the kernels store, by element type
+    for call in graph.calls:
+        t = graph.tensors[call.output]
+        row = written.setdefault(t.dtype, {"tensors": 0, "bytes": 0})
+        row["tensors"] += 1
+        row["bytes"] += t.nbytes
     writers = {graph.root(c.output): c.kernel for c in graph.calls}
     writers[graph.root(graph.input)] = "the caller (model input)"
     return {
@@ -27,4 +34,5 @@ def memory_profile(graph: ExecGraph, plan: MemoryPlan, top: int = 6) -> dict:
                               "shape": list(graph.tensors[t].shape),
                               "dtype": graph.tensors[t].dtype, "bytes": graph.tensors[t].nbytes} for t in holders]},
         "calls": steps,
+        "written": written,
     }

@@ -40,6 +40,8 @@ def lifetimes(graph: ExecGraph) -> dict[int, tuple[int, int]]:
             span = spans.setdefault(root, [step, step])
             span[0], span[1] = min(span[0], step), max(span[1], step)
     spans[graph.root(graph.output)][1] = last_step
+    if graph.logits is not None:  # ucm_run_logits' last kernel writes them instead of the mask
+        spans[graph.logits] = [last_step - 1, last_step]
     return {t: (a, b) for t, (a, b) in spans.items()}
 
 

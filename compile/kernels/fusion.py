@@ -8,6 +8,7 @@ import tvm
 from tvm import relax
 
 from compile.kernels.attrs import KERNEL_PREFIX, MACS_ATTR
+from compile.kernels.merge_prologue import merge_prologue
 
 
 def fuse(mod: tvm.IRModule) -> tuple[tvm.IRModule, dict[str, int]]:
@@ -20,16 +21,41 @@ def fuse(mod: tvm.IRModule) -> tuple[tvm.IRModule, dict[str, int]]:
             relax.transform.FastMathTransform(),  # erf / exp / tanh as TOPI's vectorizable approximations
             relax.transform.LegalizeOps(),
             relax.transform.AnnotateTIROpPattern(),
+            _dequantize_fuses_forward,
             relax.transform.FoldConstant(),
             relax.transform.FuseOps(),
         ])(mod)
         macs = _fused_macs(grouped)
+        grouped, _ = merge_prologue(grouped)
         fused = tvm.transform.Sequential([
             relax.transform.FuseTIR(),
             relax.transform.RewriteDataflowReshape(),
             relax.transform.DeadCodeElimination(),
         ])(grouped)
     return fused, macs
+
+
+K_BROADCAST, K_COMM_REDUCE = 1, 3  # TVM's OpPatternKind
+PATTERNS = {"dequantize": K_BROADCAST, "mean": K_COMM_REDUCE, "variance": K_COMM_REDUCE}
+
+
+@tvm.transform.module_pass(opt_level=0, name="DequantizeFusesForward")
+def _dequantize_fuses_forward(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+    """Let each dequantize fuse into the kernel that reads it, never into the one that produced its input, so
+    that the producer ends with its quantize and the value is stored as int8 in between.
+
+    - dequantize: broadcast instead of element-wise (FuseOps grows a convolution's group only over
+      element-wise successors, and fuses a broadcast op into its reader);
+    - mean / variance: reductions (kCommReduce) instead of "output-fusable", which FuseOps refuses as a
+      broadcast op's reader; their element-wise tails (+ eps, sqrt) then fuse into the next kernel instead.
+
+    `compile.passes.int8_dataflow` gives every reader its own dequantize for this."""
+    out = tvm.IRModule(dict(mod.functions))
+    for gv, func in mod.functions.items():
+        kind = next((k for prefix, k in PATTERNS.items() if gv.name_hint.startswith(prefix)), None)
+        if isinstance(func, tvm.tirx.PrimFunc) and kind is not None:
+            out[gv] = func.with_attr("op_pattern", kind)
+    return out
 
 
 def _shape(expr: relax.Expr) -> tuple[int, ...]:

@@ -9,7 +9,8 @@ known, so the chain is rewritten into two kernels that each *recompute* the int8
    exact in int64;
 2. from those, in float64 (a handful of values): per-channel scale a_c and shift k_c with
    GroupNorm(M_c * acc_c) * gamma_c + beta_c = a_c * acc_c + k_c;
-3. `pool`: conv again, a_c * acc + k_c, max-pool 2x2, ReLU, written at quarter size.
+3. `pool`: conv again, a_c * acc + k_c, max-pool 2x2, ReLU, written at quarter size (as int8 when a per-tensor
+   quantize follows: the quantize is computed in the kernel, as TVM legalizes it).
 
 The price is the stem convolution computed twice; the float conv output is never stored. Only this exact
 chain (as TVM's ONNX frontend imports Conv -> Reshape -> InstanceNormalization -> Reshape -> Mul -> Add ->
@@ -51,7 +52,21 @@ def _pattern() -> tuple[relax.dpl.DFPattern, dict]:
     chw = is_op("relax.reshape")(normed, p["shape2"])
     affine = is_op("relax.add")(is_op("relax.multiply")(chw, p["gamma"]), p["beta"])
     p["pool"] = is_op("relax.nn.max_pool2d")(affine)
-    return is_op("relax.nn.relu")(p["pool"]), p
+    p["relu"] = relu = is_op("relax.nn.relu")(p["pool"])
+    p["q_scale"], p["q_zp"] = is_const(), is_const()
+    return is_op("relax.quantize")(relu, p["q_scale"], p["q_zp"]) | relu, p
+
+
+def _op_name(expr: relax.Expr) -> str | None:
+    return expr.op.name if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) else None
+
+
+def _quantizer(expr: relax.Expr, m: dict, p: dict) -> tuple[float, int, str] | None:
+    """(scale, zero point, dtype) of the per-tensor quantize that ends the match, if it does."""
+    if _op_name(expr) != "relax.quantize":
+        return None
+    scale, zp = m[p["q_scale"]].value.numpy(), m[p["q_zp"]].value.numpy()
+    return (float(scale.reshape(())), int(zp.reshape(())), str(expr.attrs.out_dtype)) if scale.size == zp.size == 1 else None
 
 
 def _conv(x: te.Tensor, w: te.Tensor, padding: int) -> te.Tensor:
@@ -83,8 +98,10 @@ def stats_kernel(x_shape, x_dtype: str, w_shape, padding: int) -> tvm.tirx.PrimF
     return mark_scheduled(sch.mod["main"], macs=_conv_macs(acc, w_shape), recomputed=0)
 
 
-def pool_kernel(x_shape, x_dtype: str, w_shape, padding: int) -> tvm.tirx.PrimFunc:
-    """relu(max_pool_2x2(a_c * (conv(x, w) + bias) + k_c)) as float32 [1, C, H/2, W/2]."""
+def pool_kernel(x_shape, x_dtype: str, w_shape, padding: int,
+                quant: tuple[float, int, str] | None = None) -> tvm.tirx.PrimFunc:
+    """relu(max_pool_2x2(a_c * (conv(x, w) + bias) + k_c)) [1, C, H/2, W/2]: float32, or with `quant`
+    (scale, zero point, dtype) clip(round(. / scale) + zero point) in that dtype."""
     x = te.placeholder(x_shape, x_dtype, name="x")
     w = te.placeholder(w_shape, "int8", name="w")
     b = te.placeholder((w_shape[0],), "int32", name="bias")
@@ -96,8 +113,16 @@ def pool_kernel(x_shape, x_dtype: str, w_shape, padding: int) -> tvm.tirx.PrimFu
     di, dj = te.reduce_axis((0, 2), "di"), te.reduce_axis((0, 2), "dj")
     pooled = te.compute((1, c_out, h // 2, wd // 2),
                         lambda n, c, i, j: te.max(z[n, c, 2 * i + di, 2 * j + dj], axis=[di, dj]), name="pool")
-    out = te.compute(pooled.shape, lambda n, c, i, j: tvm.tirx.Max(pooled[n, c, i, j], tvm.tirx.const(0, "float32")),
-                     name="relu")
+    def relu(n, c, i, j):
+        v = tvm.tirx.Max(pooled[n, c, i, j], tvm.tirx.const(0, "float32"))
+        if quant is None:
+            return v
+        scale, zp, dtype = quant
+        info = np.iinfo(dtype)
+        q = te.round(v / tvm.tirx.const(scale, "float32")) + tvm.tirx.const(zp, "float32")
+        return tvm.tirx.Min(tvm.tirx.Max(q, tvm.tirx.const(info.min, "float32")), tvm.tirx.const(info.max, "float32")).astype(dtype)
+
+    out = te.compute(pooled.shape, relu, name="relu")
     sch = Schedule(te.create_prim_func([x, w, b, a, k, out]))
     sch.compute_inline(sch.get_sblock("z"))
     pool = sch.get_sblock("pool")
@@ -133,6 +158,12 @@ def _conv_rows(sch: Schedule, conv, pad, pad_at, conv_at) -> None:
 def recompute_groupnorm(mod: tvm.IRModule) -> tuple[tvm.IRModule, int]:
     """Rewrite each matching stem in `main`; returns the module and how many were rewritten."""
     pattern, p = _pattern()
+    readers: dict[relax.Expr, list[relax.Expr]] = {}  # each bound call -> the calls that read its result
+    bound = relax.analysis.get_var2val(mod["main"])
+    for value in bound.values():
+        for var in relax.analysis.free_vars(value):
+            if var in bound:
+                readers.setdefault(bound[var], []).append(value)
     count = 0
     builder = relax.BlockBuilder(mod)  # gives the new kernels typed global vars
 
@@ -162,11 +193,17 @@ def recompute_groupnorm(mod: tvm.IRModule) -> tuple[tvm.IRModule, int]:
         eps = float(m[p["eps"]].value.numpy())
         if mult.size != c_out or gamma.size != c_out or beta.size != c_out or c_out % groups:
             return expr
+        quant = _quantizer(expr, m, p)
+        relu_readers = readers.get(m[p["relu"]], [])
+        if quant is not None and len(relu_readers) > 1:
+            return expr  # the float ReLU output is read elsewhere too: rewrite the ReLU alone, once
+        if quant is None and len(relu_readers) == 1 and _op_name(relu_readers[0]) == "relax.quantize":
+            return expr  # rewritten together with its quantize
         count += 1
         x_dtype = str(x.ty.dtype)
         name = f"stem{count}"
         gv_stats = builder.add_func(stats_kernel(x_shape, x_dtype, w.shape, pads[0]), f"{name}_stats")
-        gv_pool = builder.add_func(pool_kernel(x_shape, x_dtype, w.shape, pads[0]), f"{name}_pool")
+        gv_pool = builder.add_func(pool_kernel(x_shape, x_dtype, w.shape, pads[0], quant), f"{name}_pool")
         w_c, b_c = relax.const(w), relax.const(bias)
         stats = relax.call_tir(gv_stats, [x, w_c, b_c], relax.TensorType((2, c_out), "int64"))
         per_group = c_out // groups
@@ -187,7 +224,7 @@ def recompute_groupnorm(mod: tvm.IRModule) -> tuple[tvm.IRModule, int]:
                                   relax.op.multiply(relax.op.multiply(mean_c, inv_c), g1c))
         out_shape = (1, c_out, x_shape[2] // 2, x_shape[3] // 2)
         return relax.call_tir(gv_pool, [x, w_c, b_c, relax.op.astype(scale, "float32"), relax.op.astype(shift, "float32")],
-                              relax.TensorType(out_shape, "float32"))
+                              relax.TensorType(out_shape, "float32" if quant is None else quant[2]))
 
     main = rewrite_call(pattern, callback, mod["main"])
     return (with_new_main(builder, main), count) if count else (mod, 0)

@@ -23,9 +23,16 @@
 uint64_t ucm_clock(void);
 unsigned long long ucm_clock_hz(void);
 
-/* The image buffers the model reads and writes are in SRAM and count as its RAM ("io"); the float logits
- * are only staged for the host, in DDR (an547.ld's .staging). */
+/* The mask the model writes is in SRAM and counts as its RAM ("io"). An int8 model keeps the image in its
+ * arena (ucm_input()): the frame read from the host waits in DDR (an547.ld's .staging), as a camera's frame
+ * buffer would, and ucm_run copies it in for each run (the arena reuses that memory after the first layers).
+ * A float model reads the image from the SRAM buffer of its own that "io" counts. The float logits are only
+ * staged for the host, in DDR. */
+#ifdef UCM_IMAGE_IN_ARENA
+static uint8_t rgb[NPIX * 3] __attribute__((section(".staging"), aligned(8)));
+#else
 static uint8_t rgb[NPIX * 3] __attribute__((aligned(8)));
+#endif
 static uint8_t mask[NPIX] __attribute__((aligned(8)));
 static float logits[NPIX] __attribute__((section(".staging"), aligned(8)));
 static long long times[UCM_MAX_REPEAT];
