@@ -164,8 +164,9 @@ BIAS_TOKENS = RNG.integers(-50, 50, 6).astype(np.int32)
 MULT_TOKENS = np.linspace(0.01, 0.06, 6).astype(np.float32)
 
 
-def _token_matmul_before() -> tvm.IRModule:
-    """An int8 token matmul [1, 64, 4] x [4, 6] whose result goes back to channel-first [1, 6, 8, 8]."""
+def _token_matmul_before(quantize: bool = False) -> tvm.IRModule:
+    """An int8 token matmul [1, 64, 4] x [4, 6] whose result goes back to channel-first [1, 6, 8, 8] [quantized
+    to int8 first, as `int8_dataflow` leaves it]."""
     bb = relax.BlockBuilder()
     x = relax.Var("x", R.Tensor((1, 64, 4), "int8"))
     with bb.function("main", [x]):
@@ -173,6 +174,8 @@ def _token_matmul_before() -> tvm.IRModule:
             acc = bb.emit(relax.op.matmul(x, _const(W_TOKENS), out_dtype="int32"))
             y = bb.emit(relax.op.multiply(relax.op.astype(relax.op.add(acc, _const(BIAS_TOKENS)), "float32"),
                                           _const(MULT_TOKENS)))
+            if quantize:
+                y = bb.emit(relax.op.quantize(y, _const(Q_SCALE), _const(np.int8(0)), axis=1, out_dtype="int8"))
             out = bb.emit_output(relax.op.reshape(relax.op.permute_dims(y, [0, 2, 1]), (1, 6, 8, 8)))
         bb.emit_func_output(out)
     return bb.get()
@@ -193,6 +196,18 @@ def _token_matmul_expected() -> tvm.IRModule:
 def test_matmul_nchw_structure_and_values() -> None:
     x = RNG.integers(-128, 128, (1, 64, 4)).astype(np.int8)
     _check_rewrite(matmul_nchw, _token_matmul_before(), _token_matmul_expected(), x, tolerance=0.0)  # exact
+
+
+def test_matmul_nchw_ends_with_the_quantize() -> None:
+    """A per-tensor quantize of the result is computed in the kernel, which writes int8 channel-first: the same
+    values as the separate quantize and transpose."""
+    before = _token_matmul_before(quantize=True)
+    after, count = matmul_nchw(before)
+    assert count == 1 and "R.quantize(" not in after["main"].script()
+    x = RNG.integers(-128, 128, (1, 64, 4)).astype(np.int8)
+    ours = run_relax(after, x)
+    assert ours.dtype == np.int8
+    np.testing.assert_array_equal(ours, run_relax(before, x))
 
 
 def test_recompute_groupnorm_ends_with_the_quantize() -> None:

@@ -26,6 +26,8 @@ import numpy as np
 import tvm
 from tvm import relax
 
+from compile.passes.common import op_name
+
 LAYOUT_OPS = ("relax.reshape", "relax.permute_dims")
 RECOMPUTED_OPS = ("relax.add", "relax.subtract", "relax.multiply", "relax.nn.relu")
 
@@ -62,12 +64,6 @@ def _scalar(expr: relax.Expr) -> float | None:
     return None
 
 
-def _op_name(expr: relax.Expr) -> str | None:
-    if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op):
-        return expr.op.name
-    return None
-
-
 def _same_quantizer(quantize: relax.Call, dq: _Dequantized) -> bool:
     """Does `quantize` give back exactly the int8 data `dq` dequantizes?"""
     if not dq.per_tensor() or str(quantize.attrs.out_dtype) != str(dq.data.ty.dtype):
@@ -86,7 +82,7 @@ class _DequantizeAtReaders(relax.PyExprMutator):
 
     def visit_var_binding_(self, binding: relax.VarBinding) -> None:
         value, var = binding.value, binding.var
-        op = _op_name(value)
+        op = op_name(value)
         last = not isinstance(var, relax.DataflowVar)  # the block's output: must be computed here
         if op == "relax.dequantize" and not last:
             self.pending[var] = _Dequantized(self.visit_expr(value.args[0]), value)

@@ -5,7 +5,9 @@ UCM-Net's MLP layers work on tokens ([1, H*W, C]) and hand their result back to 
 before it, so the token result and its transposed copy are both whole tensors (at 128x128x8 float, 512 KiB
 each: the arena's peak once the stem is streamed). Here the int8 matmul (after `lower_int8`) and the
 transpose become one kernel: per image row, the matmul tile is computed in token layout (contiguous in the
-reduction) and written out transposed, so only a row-sized int32 tile is ever held.
+reduction) and written out transposed, so only a row-sized int32 tile is ever held. Where the result is
+quantized (and `compile.passes.int8_dataflow` has moved the transpose onto the int8 value), the quantize is
+computed in the kernel too, which then writes int8 channel-first.
 """
 
 from __future__ import annotations
@@ -17,19 +19,22 @@ from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
 from tvm.s_tir import Schedule
 
 from compile.kernels.attrs import mark_scheduled
-from compile.passes.common import with_new_main
+from compile.passes.common import Quantizer, quantizer, with_new_main
 
 
 def _pattern() -> tuple[relax.dpl.DFPattern, dict]:
     p = {"x": wildcard(), "w": is_const(), "bias": is_const(), "mult": is_const(), "shape": wildcard()}
     p["matmul"] = is_op("relax.matmul")(p["x"], p["w"])
     y = is_op("relax.multiply")(is_op("relax.astype")(is_op("relax.add")(p["matmul"], p["bias"])), p["mult"])
-    p["transpose"] = is_op("relax.permute_dims")(y)
+    p["quantize"] = is_op("relax.quantize")(y, is_const(), is_const())
+    p["transpose"] = is_op("relax.permute_dims")(p["quantize"] | y)
     return is_op("relax.reshape")(p["transpose"], p["shape"]), p
 
 
-def matmul_nchw_kernel(tokens: int, c_in: int, c_out: int, height: int, width: int) -> tvm.tirx.PrimFunc:
-    """out[0, c, h, w] = float(sum_k x[0, h*width + w, k] * W[k, c] + bias[c]) * mult[c]."""
+def matmul_nchw_kernel(tokens: int, c_in: int, c_out: int, height: int, width: int,
+                       quant: Quantizer | None = None) -> tvm.tirx.PrimFunc:
+    """out[0, c, h, w] = float(sum_k x[0, h*width + w, k] * W[k, c] + bias[c]) * mult[c], float32 or quantized
+    by `quant`."""
     x = te.placeholder((1, tokens, c_in), "int8", name="x")
     w = te.placeholder((c_in, c_out), "int8", name="w")
     b = te.placeholder((c_out,), "int32", name="bias")
@@ -37,8 +42,11 @@ def matmul_nchw_kernel(tokens: int, c_in: int, c_out: int, height: int, width: i
     k = te.reduce_axis((0, c_in), "k")
     acc = te.compute((1, height, width, c_out), lambda n, h, wd, c: te.sum(
         x[n, h * width + wd, k].astype("int32") * w[k, c].astype("int32"), axis=k), name="acc")
-    out = te.compute((1, c_out, height, width),
-                     lambda n, c, h, wd: (acc[n, h, wd, c] + b[c]).astype("float32") * m[c], name="out")
+    def value(n, c, h, wd):
+        v = (acc[n, h, wd, c] + b[c]).astype("float32") * m[c]
+        return v if quant is None else quant.apply(v)
+
+    out = te.compute((1, c_out, height, width), value, name="out")
     sch = Schedule(te.create_prim_func([x, w, b, m, out]))
     _, c, h, _ = sch.get_loops(sch.get_sblock("out"))
     sch.reorder(h, c)
@@ -66,13 +74,16 @@ def matmul_nchw(mod: tvm.IRModule) -> tuple[tvm.IRModule, int]:
                 or len(out_shape) != 4 or out_shape[1] != w.shape[1] or out_shape[2] * out_shape[3] != x_shape[1]
                 or bias.size != w.shape[1] or mult.size != w.shape[1] or bias.dtype != np.int32):
             return expr
+        quant = quantizer(m[p["quantize"]]) if p["quantize"] in m else None
+        if p["quantize"] in m and quant is None:
+            return expr
         count += 1
         tokens, c_in = x_shape[1:]
-        kernel = matmul_nchw_kernel(tokens, c_in, w.shape[1], out_shape[2], out_shape[3])
+        kernel = matmul_nchw_kernel(tokens, c_in, w.shape[1], out_shape[2], out_shape[3], quant)
         gv = builder.add_func(kernel, f"matmul_nchw{count}")
         return relax.call_tir(gv, [x, relax.const(w), relax.const(bias.astype(np.int32)),
                                    relax.const(mult.astype(np.float32))],
-                              relax.TensorType(out_shape, "float32"))
+                              relax.TensorType(out_shape, "float32" if quant is None else quant.dtype))
 
     main = rewrite_call(pattern, callback, mod["main"])
     return (with_new_main(builder, main), count) if count else (mod, 0)

@@ -26,7 +26,7 @@ from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
 from tvm.s_tir import Schedule
 
 from compile.kernels.attrs import LANES, mark_scheduled
-from compile.passes.common import with_new_main
+from compile.passes.common import Quantizer, op_name, quantizer, with_new_main
 
 
 def _value(expr: relax.Expr) -> np.ndarray | None:
@@ -53,20 +53,7 @@ def _pattern() -> tuple[relax.dpl.DFPattern, dict]:
     affine = is_op("relax.add")(is_op("relax.multiply")(chw, p["gamma"]), p["beta"])
     p["pool"] = is_op("relax.nn.max_pool2d")(affine)
     p["relu"] = relu = is_op("relax.nn.relu")(p["pool"])
-    p["q_scale"], p["q_zp"] = is_const(), is_const()
-    return is_op("relax.quantize")(relu, p["q_scale"], p["q_zp"]) | relu, p
-
-
-def _op_name(expr: relax.Expr) -> str | None:
-    return expr.op.name if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) else None
-
-
-def _quantizer(expr: relax.Expr, m: dict, p: dict) -> tuple[float, int, str] | None:
-    """(scale, zero point, dtype) of the per-tensor quantize that ends the match, if it does."""
-    if _op_name(expr) != "relax.quantize":
-        return None
-    scale, zp = m[p["q_scale"]].value.numpy(), m[p["q_zp"]].value.numpy()
-    return (float(scale.reshape(())), int(zp.reshape(())), str(expr.attrs.out_dtype)) if scale.size == zp.size == 1 else None
+    return is_op("relax.quantize")(relu, is_const(), is_const()) | relu, p
 
 
 def _conv(x: te.Tensor, w: te.Tensor, padding: int) -> te.Tensor:
@@ -99,9 +86,8 @@ def stats_kernel(x_shape, x_dtype: str, w_shape, padding: int) -> tvm.tirx.PrimF
 
 
 def pool_kernel(x_shape, x_dtype: str, w_shape, padding: int,
-                quant: tuple[float, int, str] | None = None) -> tvm.tirx.PrimFunc:
-    """relu(max_pool_2x2(a_c * (conv(x, w) + bias) + k_c)) [1, C, H/2, W/2]: float32, or with `quant`
-    (scale, zero point, dtype) clip(round(. / scale) + zero point) in that dtype."""
+                quant: Quantizer | None = None) -> tvm.tirx.PrimFunc:
+    """relu(max_pool_2x2(a_c * (conv(x, w) + bias) + k_c)) [1, C, H/2, W/2]: float32, or quantized by `quant`."""
     x = te.placeholder(x_shape, x_dtype, name="x")
     w = te.placeholder(w_shape, "int8", name="w")
     b = te.placeholder((w_shape[0],), "int32", name="bias")
@@ -115,12 +101,7 @@ def pool_kernel(x_shape, x_dtype: str, w_shape, padding: int,
                         lambda n, c, i, j: te.max(z[n, c, 2 * i + di, 2 * j + dj], axis=[di, dj]), name="pool")
     def relu(n, c, i, j):
         v = tvm.tirx.Max(pooled[n, c, i, j], tvm.tirx.const(0, "float32"))
-        if quant is None:
-            return v
-        scale, zp, dtype = quant
-        info = np.iinfo(dtype)
-        q = te.round(v / tvm.tirx.const(scale, "float32")) + tvm.tirx.const(zp, "float32")
-        return tvm.tirx.Min(tvm.tirx.Max(q, tvm.tirx.const(info.min, "float32")), tvm.tirx.const(info.max, "float32")).astype(dtype)
+        return v if quant is None else quant.apply(v)
 
     out = te.compute(pooled.shape, relu, name="relu")
     sch = Schedule(te.create_prim_func([x, w, b, a, k, out]))
@@ -193,11 +174,11 @@ def recompute_groupnorm(mod: tvm.IRModule) -> tuple[tvm.IRModule, int]:
         eps = float(m[p["eps"]].value.numpy())
         if mult.size != c_out or gamma.size != c_out or beta.size != c_out or c_out % groups:
             return expr
-        quant = _quantizer(expr, m, p)
+        quant = quantizer(expr)
         relu_readers = readers.get(m[p["relu"]], [])
         if quant is not None and len(relu_readers) > 1:
             return expr  # the float ReLU output is read elsewhere too: rewrite the ReLU alone, once
-        if quant is None and len(relu_readers) == 1 and _op_name(relu_readers[0]) == "relax.quantize":
+        if quant is None and len(relu_readers) == 1 and op_name(relu_readers[0]) == "relax.quantize":
             return expr  # rewritten together with its quantize
         count += 1
         x_dtype = str(x.ty.dtype)
@@ -224,7 +205,7 @@ def recompute_groupnorm(mod: tvm.IRModule) -> tuple[tvm.IRModule, int]:
                                   relax.op.multiply(relax.op.multiply(mean_c, inv_c), g1c))
         out_shape = (1, c_out, x_shape[2] // 2, x_shape[3] // 2)
         return relax.call_tir(gv_pool, [x, w_c, b_c, relax.op.astype(scale, "float32"), relax.op.astype(shift, "float32")],
-                              relax.TensorType(out_shape, "float32" if quant is None else quant[2]))
+                              relax.TensorType(out_shape, "float32" if quant is None else quant.dtype))
 
     main = rewrite_call(pattern, callback, mod["main"])
     return (with_new_main(builder, main), count) if count else (mod, 0)

@@ -14,15 +14,13 @@ import numpy as np
 import tvm
 from tvm import relax
 
+from compile.passes.common import quantizer
+
 
 def _pixel_quantize(call: relax.Expr, param: relax.Var) -> bool:
-    if not (isinstance(call, relax.Call) and isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.quantize"):
-        return False
-    scale, zp = call.args[1], call.args[2]
-    consts = all(isinstance(a, tvm.ir.expr.Constant) and a.value.numpy().size == 1 for a in (scale, zp))
-    return (call.args[0].same_as(param) and consts and str(call.attrs.out_dtype) == "uint8"
-            and np.float32(scale.value.numpy().reshape(())) == np.float32(1 / 255)
-            and int(zp.value.numpy().reshape(())) == 0)
+    q = quantizer(call)
+    return (q is not None and call.args[0].same_as(param) and q.dtype == "uint8" and q.zero_point == 0
+            and np.float32(q.scale) == np.float32(1 / 255))
 
 
 @relax.expr_functor.mutator
