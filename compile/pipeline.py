@@ -23,6 +23,7 @@ from compile.passes.lower_int8 import float_macs, lower_int8
 from compile.passes.mask_output import mask_output
 from compile.passes.matmul_nchw import matmul_nchw
 from compile.passes.op_counts import MacCount, count_mac_ops, count_ops, mac_calls
+from compile.passes.qparams_as_tensors import qparams_as_tensors
 from compile.passes.recompute_groupnorm import recompute_groupnorm
 from compile.passes.uint8_input import uint8_input
 
@@ -91,6 +92,7 @@ def lower_to_kernels(cfg: CompileConfig, log: Callable[[str], None] = lambda _: 
         # LayerNorm as mean / variance / element-wise ops, so that each part reads the int8 input itself
         mod = relax.transform.DecomposeOpsForTraining()(mod)
         mod, _ = int8_dataflow(mod)  # again: the DPL rewrites above merged the per-reader dequantize calls
+        mod, _ = qparams_as_tensors(mod)  # one kernel for calls that differ only in their scales
     log("legalize and fuse (TVM Relax passes)")
     fused, kernel_macs = fuse(mask_output(mod))
     fused, logits_kernel = _add_logits_kernel(fused, kernel_macs, mod)

@@ -97,7 +97,8 @@ def _profile_support(kernels: list[str]) -> list[str]:
 
 def _call_lines(step: int, kernel: str, args: list[str]) -> list[str]:
     """C lines that call one kernel on DLTensor pointers, returning from the run if it fails."""
-    return [f"  {{ DLTensor *a[] = {{{', '.join(args)}}};",
+    pointers = ", ".join(f"(DLTensor *){a}" for a in args)  # the kernels only read the descriptors
+    return [f"  {{ DLTensor *a[] = {{{pointers}}};",
             f'    UCM_TIMED({step}, rc = call(__tvm_ffi_{KERNEL_PREFIX}{kernel}, "kernel {kernel}", a, {len(args)}));',
             "    if (rc != 0) return rc; }"]
 
@@ -157,9 +158,10 @@ def emit_model(graph: ExecGraph, plan: MemoryPlan, path: Path) -> None:
         else:
             data = f"ucm_arena + {plan.offsets[graph.root(t)]}"
         shape = ", ".join(str(d) for d in tensor.shape) or "1"
-        out.append(f"static int64_t {ident}_shape[] = {{{shape}}};")
-        out.append(f"static DLTensor {ident} = {{{data}, {{kDLCPU, 0}}, {len(tensor.shape)}, "
-                   f"{_dl_dtype(tensor.dtype)}, {ident}_shape, NULL, 0}};  /* {tensor.name} */")
+        # const: the descriptors never change, so they stay in flash instead of taking RAM (.data)
+        out.append(f"static const int64_t {ident}_shape[] = {{{shape}}};")
+        out.append(f"static const DLTensor {ident} = {{{data}, {{kDLCPU, 0}}, {len(tensor.shape)}, "
+                   f"{_dl_dtype(tensor.dtype)}, (int64_t *){ident}_shape, NULL, 0}};  /* {tensor.name} */")
     out += [
         "",
         "static int call(ucm_kernel_fn fn, const char *name, DLTensor **tensors, int n) {",
