@@ -35,6 +35,7 @@ GROUPS = (
     ("bilinear resize (+ fused)", ("resize",)),
     ("GELU (+ fused)", ("erf",)),
     ("norms", ("mean", "variance", "layer_norm", "sum", "sqrt")),
+    ("residual additions (int8 in, int8 out)", ("_add",)),
     ("quantize", ("quantize",)),
     ("layout and element-wise", ("transpose", "reshape", "slice", "repeat", "cast", "multiply", "divide")),
 )

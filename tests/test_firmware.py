@@ -145,3 +145,4 @@ def test_profile_counts_instructions_per_kernel(bundles: dict[str, Path], tmp_pa
     assert "instructions (QEMU icount), not cycles" in text and "conv / matmul" in text
     assert kernel_group("fused_mean1_subtract3_divide4_multiply8_add8_quantize10") == "norms"
     assert kernel_group("fused_reshape20_multiply25_add29_resize2d_relu_add30_reshape13_transpose6").startswith("bilinear")
+    assert kernel_group("fused_reshape4_transpose1_dequantize_dequantize_add7_quantize1").startswith("residual")
