@@ -206,6 +206,26 @@ def test_inplace_calls_are_verified_and_save_memory() -> None:
     assert plan.arena_bytes < before
 
 
+def test_inplace_verification_is_not_fooled_by_a_clipped_result() -> None:
+    """A uint8 kernel that reads its input backwards and requantizes (zero point 128, then ReLU) is not
+    element-wise. Inputs below 128 all give 0, so random bytes drawn from a narrow range would give the same
+    constant result in place and out of place; the check draws 8-bit data over the whole range and refuses
+    a constant result."""
+    import tvm
+    from tvm import te
+
+    from compile.executor.graph import ExecGraph, KernelCall, Tensor
+    from compile.executor.inplace import verify
+
+    x = te.placeholder((64,), "uint8", name="x")
+    y = te.compute((64,), lambda i: tvm.tirx.Max(x[63 - i].astype("int32") - 128, 0).astype("uint8"), name="y")
+    kernel = te.create_prim_func([x, y]).with_attr("global_symbol", "ucm_reverse")
+    lib = tvm.tirx.build(tvm.IRModule({"reverse": kernel}), target=tvm.target.Target({"kind": "llvm"}))
+    graph = ExecGraph([Tensor(0, "x", (64,), "uint8", "input"), Tensor(1, "y", (64,), "uint8", "temp")],
+                      [KernelCall("reverse", [0], 1)], 0, 1)
+    assert not verify(lib, graph, 0, 0)
+
+
 def test_stem_rewrite_matches_the_plain_graph(tmp_path: Path) -> None:
     """The recomputed stem (integer statistics, fused conv + affine + pool) against TVM's plain lowering."""
     from compile.passes.recompute_groupnorm import recompute_groupnorm
