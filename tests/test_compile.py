@@ -246,23 +246,17 @@ def test_stem_rewrite_matches_the_plain_graph(tmp_path: Path) -> None:
     assert bundle.metadata["ram_bytes"]["arena"] < plain.metadata["ram_bytes"]["arena"] / 2
 
 
-def test_shipped_tuning_records_apply_and_export(bundles: dict[str, Path], tmp_path: Path) -> None:
-    """x86_64 applies the shipped MetaSchedule records; the export re-times records against the rules."""
+def test_no_tuning_records_ship_for_the_current_graph(bundles: dict[str, Path]) -> None:
+    """The x86_64 records of the float-between-kernels graph matched none of today's kernels and were removed:
+    every target builds with the schedule rules until `python -m compile.tune` records new ones."""
     import json
 
     from compile.config import TUNING_DIR
-    from compile.kernels.fusion import kernel_module
-    from compile.passes.recompute_groupnorm import recompute_groupnorm
-    from compile.tune import export_best
+    from compile.kernels.tuning import tuning_database
 
-    assert json.loads((bundles["x86_64"] / "metadata.json").read_text())["tuned_kernels"] > 0
-    assert json.loads((bundles["cortex-a72"] / "metadata.json").read_text())["tuned_kernels"] == 0
-    mod, _ = import_onnx(INT8_ONNX)
-    mod, _ = recompute_groupnorm(lower_int8(mod))
-    fused, macs = fuse(mod)
-    kept = export_best(TUNING_DIR / "x86_64", tmp_path / "x86_64", kernel_module(fused, exported=False),
-                       get_target("x86_64"), macs)
-    assert 0 < kept <= 10 and (tmp_path / "x86_64" / "database_tuning_record.json").stat().st_size > 0
+    for name in ("x86_64", "cortex-a72"):
+        assert json.loads((bundles[name] / "metadata.json").read_text())["tuned_kernels"] == 0
+        assert tuning_database(get_target(name), TUNING_DIR) is None
 
 
 def test_matmul_nchw_rewrite_is_exact(bundles: dict[str, Path], tmp_path: Path) -> None:
@@ -409,8 +403,8 @@ def test_fingerprint_covers_what_changes_a_bundle_only() -> None:
     from compile.kernels.codegen import HOST_LLVM
 
     files = {p.relative_to(PACKAGE).as_posix() for p in fingerprint_files("x86_64")}
-    assert {"pipeline.py", "passes/lower_int8.py", "kernels/rules.py", "executor/runtime/runner.c",
-            "tuning/x86_64/database_tuning_record.json"} <= files
+    assert {"pipeline.py", "passes/lower_int8.py", "passes/int8_dataflow.py", "kernels/rules.py",
+            "executor/runtime/runner.c"} <= files
     assert not files & {"__main__.py", "tune.py"} and all(not f.startswith("..") for f in files)
     assert "mtriple" not in HOST_LLVM  # the machine the compiler runs on, x86-64 or arm64 alike
 
