@@ -264,8 +264,10 @@ def test_matmul_nchw_rewrite_is_exact(bundles: dict[str, Path], tmp_path: Path) 
     """Token matmul + transpose as one kernel: the same integer products and epilogue, so the same logits."""
     from compile.passes.matmul_nchw import matmul_nchw
 
+    from compile.passes.int8_dataflow import int8_dataflow
+
     mod, _ = import_onnx(INT8_ONNX)
-    _, count = matmul_nchw(lower_int8(mod))
+    _, count = matmul_nchw(lower_int8(int8_dataflow(mod)[0]))
     assert count == 20
     split = compile_bundle(CompileConfig(target="x86_64", out=tmp_path / "split", matmul_nchw=False))
     names, images = load_images(SAMPLE, 256, 2)
