@@ -262,9 +262,8 @@ def test_no_tuning_records_ship_for_the_current_graph(bundles: dict[str, Path]) 
 
 def test_matmul_nchw_rewrite_is_exact(bundles: dict[str, Path], tmp_path: Path) -> None:
     """Token matmul + transpose as one kernel: the same integer products and epilogue, so the same logits."""
-    from compile.passes.matmul_nchw import matmul_nchw
-
     from compile.passes.int8_dataflow import int8_dataflow
+    from compile.passes.matmul_nchw import matmul_nchw
 
     mod, _ = import_onnx(INT8_ONNX)
     _, count = matmul_nchw(lower_int8(int8_dataflow(mod)[0]))

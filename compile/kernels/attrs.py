@@ -4,7 +4,21 @@ still count its multiply-accumulates)."""
 
 from __future__ import annotations
 
+from enum import IntEnum
+
 import tvm
+
+
+class OpPattern(IntEnum):
+    """TVM's OpPatternKind, the `op_pattern` attribute FuseOps reads."""
+
+    ELEMWISE = 0
+    BROADCAST = 1
+    INJECTIVE = 2
+    COMM_REDUCE = 3
+    OUT_EWISE_FUSABLE = 4
+    OPAQUE = 8
+
 
 KERNEL_PREFIX = "ucm_"  # global symbol of each kernel; TVM's packed wrapper is `__tvm_ffi_<symbol>`
 LANES = 16  # vector width the schedules split for (int32 / float32: two AVX2 or four NEON registers)
@@ -16,7 +30,7 @@ RECOMPUTED_ATTR = "ucm.recomputed_macs"
 def mark_scheduled(func: tvm.tirx.PrimFunc, macs: int, recomputed: int) -> tvm.tirx.PrimFunc:
     """Mark a kernel as already scheduled, with the MACs it does (and how many of them are recomputed)."""
     return func.with_attrs({SCHEDULED_ATTR: True, MACS_ATTR: macs, RECOMPUTED_ATTR: recomputed,
-                            "op_pattern": 8})  # kOpaque: FuseOps leaves it alone
+                            "op_pattern": int(OpPattern.OPAQUE)})  # FuseOps leaves it alone
 
 
 def is_scheduled(func: tvm.tirx.PrimFunc) -> bool:

@@ -7,7 +7,7 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from compile.kernels.attrs import KERNEL_PREFIX, MACS_ATTR
+from compile.kernels.attrs import KERNEL_PREFIX, MACS_ATTR, OpPattern
 from compile.kernels.merge_prologue import merge_prologue
 
 
@@ -35,8 +35,7 @@ def fuse(mod: tvm.IRModule) -> tuple[tvm.IRModule, dict[str, int]]:
     return fused, macs
 
 
-K_BROADCAST, K_COMM_REDUCE = 1, 3  # TVM's OpPatternKind
-PATTERNS = {"dequantize": K_BROADCAST, "mean": K_COMM_REDUCE, "variance": K_COMM_REDUCE}
+PATTERNS = {"dequantize": OpPattern.BROADCAST, "mean": OpPattern.COMM_REDUCE, "variance": OpPattern.COMM_REDUCE}
 
 
 @tvm.transform.module_pass(opt_level=0, name="DequantizeFusesForward")
@@ -54,7 +53,7 @@ def _dequantize_fuses_forward(mod: tvm.IRModule, _ctx: tvm.transform.PassContext
     for gv, func in mod.functions.items():
         kind = next((k for prefix, k in PATTERNS.items() if gv.name_hint.startswith(prefix)), None)
         if isinstance(func, tvm.tirx.PrimFunc) and kind is not None:
-            out[gv] = func.with_attr("op_pattern", kind)
+            out[gv] = func.with_attr("op_pattern", int(kind))
     return out
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import tvm
 from tvm import relax
 
-K_INJECTIVE = 2  # TVM's OpPatternKind
+from compile.kernels.attrs import OpPattern
 
 
 def _call_tirs(func: relax.Function) -> list[relax.Call]:
@@ -25,7 +25,7 @@ def _call_tirs(func: relax.Function) -> list[relax.Call]:
 
 def _injective(mod: tvm.IRModule, func: relax.Function) -> bool:
     patterns = [mod[c.args[0]].attrs.get("op_pattern") for c in _call_tirs(func)]
-    return bool(patterns) and all(p is not None and int(p) <= K_INJECTIVE for p in patterns)
+    return bool(patterns) and all(p is not None and int(p) <= OpPattern.INJECTIVE for p in patterns)
 
 
 def _single_output_1x1_conv(mod: tvm.IRModule, func: relax.Function, param: relax.Var) -> bool:
