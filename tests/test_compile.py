@@ -262,6 +262,8 @@ def test_no_tuning_records_ship_for_the_current_graph(bundles: dict[str, Path]) 
 
 def test_matmul_nchw_rewrite_is_exact(bundles: dict[str, Path], tmp_path: Path) -> None:
     """Token matmul + transpose as one kernel: the same integer products and epilogue, so the same logits."""
+    import json
+
     from compile.passes.int8_dataflow import int8_dataflow
     from compile.passes.matmul_nchw import matmul_nchw
 
@@ -273,7 +275,9 @@ def test_matmul_nchw_rewrite_is_exact(bundles: dict[str, Path], tmp_path: Path) 
     _, reference = run_runner(split.dir, images, names, tmp_path / "a")
     _, fused = run_runner(bundles["x86_64"], images, names, tmp_path / "b")
     np.testing.assert_array_equal(fused, reference)
-    assert split.metadata["ram_bytes"]["arena"] > bundles_arena(bundles["x86_64"])
+    # 20 int8 transposes fewer (the arena peak is elsewhere now: the image, and the 128x128 decoder stage)
+    fused_calls = json.loads((bundles["x86_64"] / "metadata.json").read_text())["kernels"]
+    assert len(split.metadata["kernels"]) == len(fused_calls) + 20
 
 
 IN_PLACE_PROGRAM = r"""
@@ -317,12 +321,6 @@ def test_image_written_into_ucm_input_gives_the_runners_mask(bundles: dict[str, 
 def run_runner(bundle: Path, images: np.ndarray, names: list[str], work: Path) -> tuple[np.ndarray, np.ndarray]:
     result = run_bundle_here(bundle, names, images, work)
     return result.masks, result.logits
-
-
-def bundles_arena(bundle: Path) -> int:
-    import json
-
-    return json.loads((bundle / "metadata.json").read_text())["ram_bytes"]["arena"]
 
 
 def test_runner_arguments_and_inputs_a_user_gets_wrong(bundles: dict[str, Path], tmp_path: Path) -> None:
