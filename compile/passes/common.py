@@ -30,14 +30,27 @@ def op_name(expr: relax.Expr) -> str | None:
     return expr.op.name if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) else None
 
 
+def scalar(expr: relax.Expr) -> float | None:
+    """The value of a one-element constant (a per-tensor scale or zero point), else None."""
+    if isinstance(expr, tvm.ir.expr.Constant) and expr.value.numpy().size == 1:
+        return float(expr.value.numpy().reshape(()))
+    return None
+
+
 def quantizer(expr: relax.Expr) -> Quantizer | None:
-    """`expr` as a Quantizer if it is a per-tensor quantize with constant scale and zero point."""
-    if op_name(expr) != "relax.quantize":
+    """`expr` as a Quantizer if it is a quantize with constant per-tensor scale and zero point."""
+    return qparams(expr, "relax.quantize")
+
+
+def qparams(expr: relax.Expr, op: str) -> Quantizer | None:
+    """Scale, zero point and integer type of a per-tensor `op` call (quantize or dequantize), else None."""
+    if op_name(expr) != op:
         return None
-    scale, zp = expr.args[1], expr.args[2]
-    if not all(isinstance(a, tvm.ir.expr.Constant) and a.value.numpy().size == 1 for a in (scale, zp)):
+    scale, zp = scalar(expr.args[1]), scalar(expr.args[2])
+    if scale is None or zp is None:
         return None
-    return Quantizer(float(scale.value.numpy().reshape(())), int(zp.value.numpy().reshape(())), str(expr.attrs.out_dtype))
+    dtype = expr.attrs.out_dtype if op == "relax.quantize" else expr.args[0].ty.dtype
+    return Quantizer(scale, int(zp), str(dtype))
 
 
 def with_new_main(builder: relax.BlockBuilder, main: relax.Function) -> tvm.IRModule:

@@ -26,7 +26,7 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from compile.passes.common import op_name
+from compile.passes.common import op_name, qparams, quantizer
 
 LAYOUT_OPS = ("relax.reshape", "relax.permute_dims")
 RECOMPUTED_OPS = ("relax.add", "relax.subtract", "relax.multiply", "relax.nn.relu")
@@ -40,7 +40,7 @@ class _Dequantized:
     call: relax.Call  # the dequantize call (its scale, zero point and attributes)
 
     def per_tensor(self) -> bool:
-        return all(_scalar(arg) is not None for arg in self.call.args[1:3])
+        return qparams(self.call, "relax.dequantize") is not None
 
     def emit(self, builder: relax.BlockBuilder) -> relax.Var:
         return builder.emit(relax.Call(self.call.op, [self.data, *self.call.args[1:]], self.call.attrs))
@@ -56,21 +56,11 @@ class _Recomputed:
         return builder.emit(relax.Call(self.call.op, [read(a) for a in self.call.args], self.call.attrs))
 
 
-def _scalar(expr: relax.Expr) -> float | None:
-    if isinstance(expr, tvm.ir.expr.Constant):
-        value = expr.value.numpy()
-        if value.size == 1:
-            return float(value.reshape(()))
-    return None
-
-
 def _same_quantizer(quantize: relax.Call, dq: _Dequantized) -> bool:
-    """Does `quantize` give back exactly the int8 data `dq` dequantizes?"""
-    if not dq.per_tensor() or str(quantize.attrs.out_dtype) != str(dq.data.ty.dtype):
-        return False
-    theirs = [_scalar(a) for a in quantize.args[1:3]]
-    ours = [_scalar(a) for a in dq.call.args[1:3]]
-    return None not in theirs and np.float32(theirs[0]) == np.float32(ours[0]) and theirs[1] == ours[1]
+    """Does `quantize` give back exactly the int8 data `dq` dequantizes (same scale, zero point and type)?"""
+    ours, theirs = qparams(dq.call, "relax.dequantize"), quantizer(quantize)
+    return (ours is not None and theirs is not None and np.float32(ours.scale) == np.float32(theirs.scale)
+            and (ours.zero_point, ours.dtype) == (theirs.zero_point, theirs.dtype))
 
 
 @relax.expr_functor.mutator
@@ -104,10 +94,8 @@ class _DequantizeAtReaders(relax.PyExprMutator):
         if isinstance(value, relax.Call):
             args = [self._read(a) for a in value.args]
             value = relax.Call(value.op, args, value.attrs, value.ty_args)
-        new = self.builder_.emit(self.visit_expr(value), var.name) if not last else None
-        if last:
-            new = self.builder_.emit_output(self.visit_expr(value), var.name)
-        self.set_var_remap(var, new)
+        emit = self.builder_.emit_output if last else self.builder_.emit
+        self.set_var_remap(var, emit(self.visit_expr(value), var.name))
 
     def _read(self, arg: relax.Expr) -> relax.Expr:
         if isinstance(arg, relax.Tuple):
