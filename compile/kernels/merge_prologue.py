@@ -11,6 +11,8 @@ Merging is done on FuseOps' grouped Relax functions (`Primitive`), the form Fuse
 
 from __future__ import annotations
 
+from collections import Counter
+
 import tvm
 from tvm import relax
 
@@ -51,13 +53,10 @@ def merge_prologue(grouped: tvm.IRModule) -> tuple[tvm.IRModule, int]:
     module and how many were merged."""
     main = grouped["main"]
     bindings = [b for blk in main.body.blocks for b in blk.bindings]
-    readers: dict[relax.Var, list[relax.VarBinding]] = {}
-    for b in bindings:
-        for v in relax.analysis.free_vars(b.value):
-            readers.setdefault(v, []).append(b)
+    readers = Counter(v for b in bindings for v in relax.analysis.free_vars(b.value))
     produced = {b.var: b for b in bindings}
     merged: dict[tvm.ir.GlobalVar, relax.Function] = {}
-    replace: dict[relax.Var, relax.Expr] = {}
+    new_args: dict[relax.Var, tuple[tvm.ir.GlobalVar, list[relax.Expr]]] = {}  # merged call -> (callee, args)
     dropped: set[relax.Var] = set()
     for b in bindings:
         call = b.value
@@ -65,20 +64,20 @@ def merge_prologue(grouped: tvm.IRModule) -> tuple[tvm.IRModule, int]:
             continue
         first = call.args[0] if call.args else None
         source = produced.get(first) if isinstance(first, relax.Var) else None
-        if source is None or len(readers.get(first, [])) != 1 or not isinstance(source.value.op, tvm.ir.GlobalVar):
+        if source is None or readers[first] != 1 or not isinstance(source.value.op, tvm.ir.GlobalVar):
             continue
         producer, reader = grouped[source.value.op], grouped[call.op]
         if not (_injective(grouped, producer) and _single_output_1x1_conv(grouped, reader, reader.params[0])):
             continue
         merged[call.op] = _merged(producer, reader, reader.params[0])
-        replace[b.var] = (call.op, [*source.value.args, *call.args[1:]])
+        new_args[b.var] = (call.op, [*source.value.args, *call.args[1:]])
         dropped.add(source.var)
-    if not replace:
+    if not new_args:
         return grouped, 0
     # the merged functions take other parameters: new global vars (same names) typed by the block builder
     builder = relax.BlockBuilder(tvm.IRModule({gv: f for gv, f in grouped.functions.items() if gv not in merged}))
     new_gv = {old: builder.add_func(func, old.name_hint) for old, func in merged.items()}
-    replace = {var: relax.Call(new_gv[op], args) for var, (op, args) in replace.items()}
+    replace = {var: relax.Call(new_gv[op], args) for var, (op, args) in new_args.items()}
     out = builder.get()
     new_blocks = []
     for blk in main.body.blocks:
