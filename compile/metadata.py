@@ -35,7 +35,7 @@ def bundle_metadata(cfg: CompileConfig, target: CompileTarget, kernels: str, tvm
     graph, macs = plan.graph, lowered.kernel_macs
     height, width = graph.image_size()
     # the caller's image buffer counts unless the image is read in the arena (uint8 models: ucm_input())
-    image_in_arena = graph.tensors[graph.input].dtype == "uint8"
+    image_in_arena = graph.image_in_arena
     io_bytes = height * width * (1 if image_in_arena else 4)
     arena = plan.memory.arena_bytes
     return {

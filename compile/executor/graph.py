@@ -56,6 +56,12 @@ class ExecGraph:
         height, width = self.tensors[self.output].shape[2:]
         return height, width
 
+    @property
+    def image_in_arena(self) -> bool:
+        """Does the model read the caller's uint8 pixels in its own input tensor (`ucm_input()`;
+        compile.passes.uint8_input)? Else it takes floats, converted from the caller's buffer."""
+        return self.tensors[self.input].dtype == "uint8"
+
     def root(self, index: int) -> int:
         """The tensor that owns the memory of `index` (follows views)."""
         while self.tensors[index].base is not None:
