@@ -34,7 +34,7 @@ GROUPS = (
     ("conv / matmul", ("conv2d", "matmul")),
     ("bilinear resize (+ fused)", ("resize",)),
     ("GELU (+ fused)", ("erf",)),
-    ("norms", ("mean", "variance", "layer_norm", "sum", "sqrt")),
+    ("norms", ("mean", "variance", "norm_std", "layer_norm", "sum", "sqrt", "subtract")),
     ("residual additions (int8 in, int8 out)", ("_add",)),
     ("quantize", ("quantize",)),
     ("layout and element-wise", ("transpose", "reshape", "slice", "repeat", "cast", "multiply", "divide")),

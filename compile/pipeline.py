@@ -22,6 +22,7 @@ from compile.passes.int8_dataflow import int8_dataflow
 from compile.passes.lower_int8 import float_macs, lower_int8
 from compile.passes.mask_output import mask_output
 from compile.passes.matmul_nchw import matmul_nchw
+from compile.passes.norm_deviation import norm_deviation
 from compile.passes.op_counts import MacCount, count_mac_ops, count_ops, mac_calls
 from compile.passes.qparams_as_tensors import qparams_as_tensors
 from compile.passes.recompute_groupnorm import recompute_groupnorm
@@ -92,6 +93,8 @@ def lower_to_kernels(cfg: CompileConfig, log: Callable[[str], None] = lambda _: 
         # LayerNorm as mean / variance / element-wise ops, so that each part reads the int8 input itself
         mod = relax.transform.DecomposeOpsForTraining()(mod)
         mod, _ = int8_dataflow(mod)  # again: the DPL rewrites above merged the per-reader dequantize calls
+        mod, count = norm_deviation(mod)
+        log(f"{count} norms: standard deviation once per group, from the norm's mean (one pass less)")
         mod, _ = qparams_as_tensors(mod)  # one kernel for calls that differ only in their scales
     log("legalize and fuse (TVM Relax passes)")
     fused, kernel_macs = fuse(mask_output(mod))
