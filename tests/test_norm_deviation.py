@@ -71,6 +71,8 @@ def test_fused_norm_takes_one_square_root_per_group() -> None:
 
     assert sqrt_in_normalize(_before())
     assert not sqrt_in_normalize(norm_deviation(_before())[0])
+    fused, _ = fuse(norm_deviation(_before())[0])
+    assert "norm_std" not in [gv.name_hint for gv in fused.functions]  # no unused copy left to compile
 
 
 def test_a_variance_of_another_value_is_left_alone() -> None:

@@ -41,7 +41,7 @@ def norm_std_kernel(shape: tuple[int, ...], axes: tuple[int, ...], eps: float) -
     total = te.compute(kept, squares, name="squares")
     n = tvm.tirx.const(math.prod(shape[a] for a in axes), "float32")
     std = te.compute(kept, lambda *i: te.sqrt(total[i] / n + tvm.tirx.const(eps, "float32")), name="std")
-    return te.create_prim_func([x, mean, std])
+    return te.create_prim_func([x, mean, std]).without_attr("global_symbol")  # private: gone once fused
 
 
 def _definitions(func: relax.Function) -> dict[relax.Var, tuple[int, relax.Expr]]:
