@@ -82,8 +82,10 @@ def schedule_accumulate_rows(func: tvm.tirx.PrimFunc, vectorize: bool = True) ->
     move inside the row loop, around the innermost output axis, and the epilogue (bias add, cast, rescale)
     runs per row. The int32 accumulator then holds one output row instead of the whole output (workspace
     from megabytes to a kilobyte), and the innermost loop runs over contiguous outputs (vectorized
-    epilogue; LLVM vectorizes the accumulation). `vectorize=False` for TVM's C code generator, which has no
-    vector types (GCC auto-vectorizes the same loops)."""
+    epilogue; LLVM vectorizes the accumulation). The zero padding is built per output row for the input rows
+    it reads, except in a depthwise conv, which runs channel by channel and pads each input plane once.
+    `vectorize=False` for TVM's C code generator, which has no vector types (GCC auto-vectorizes the same
+    loops)."""
     sch = Schedule(inline_elementwise(func, keep=("pad_temp",)))
     children = sch.get_child_blocks(sch.get_sblock("root"))
     pads = [b for b in children if sch.get(b).name_hint == "pad_temp"]
@@ -102,9 +104,13 @@ def schedule_accumulate_rows(func: tvm.tirx.PrimFunc, vectorize: bool = True) ->
     extent = int(sch.get(spatial[-1]).extent)
     lanes = next((v for v in (LANES, 8, 4) if extent % v == 0), None) if vectorize else None
     row, channel = spatial[-2], spatial[1] if len(spatial) == 4 else None  # NCHW: (yy, ff)
-    # NCHW: rows outside channels, so a padded input row band is built once per output row.
-    order = [spatial[0], row, channel] if channel is not None else spatial[:-1]
-    inner_most = channel if channel is not None else row
+    per_channel = channel is not None and _one_input_channel(sch, block, reduce_)
+    if per_channel:  # depthwise: channels outside rows, each channel's input padded once
+        order, inner_most, pad_at = [spatial[0], channel, row], row, channel
+    elif channel is not None:  # rows outside channels, so a padded input row band is built once per output row
+        order, inner_most, pad_at = [spatial[0], row, channel], channel, row
+    else:
+        order, inner_most, pad_at = spatial[:-1], row, row
     if lanes:
         outer, _inner = sch.split(spatial[-1], [None, lanes])
         sch.reorder(*order, outer, *reduce_, _inner)
@@ -112,8 +118,8 @@ def schedule_accumulate_rows(func: tvm.tirx.PrimFunc, vectorize: bool = True) ->
         sch.reorder(*order, *reduce_, spatial[-1])
     for consumer in consumers:
         sch.reverse_compute_at(consumer, inner_most)
-    for pad in pads:  # the padded input rows this output row needs, not the whole padded input
-        sch.compute_at(pad, row)
+    for pad in pads:  # the padded input this row (or channel) needs, not the whole padded input
+        sch.compute_at(pad, pad_at)
     if lanes:
         sch.vectorize(_inner)
     sch.decompose_reduction(block, reduce_[0])
@@ -122,6 +128,14 @@ def schedule_accumulate_rows(func: tvm.tirx.PrimFunc, vectorize: bool = True) ->
             _, vector = sch.split(sch.get_loops(consumer)[-1], [None, lanes])
             sch.vectorize(vector)
     return sch.mod["main"]
+
+
+def _one_input_channel(sch: Schedule, block, reduce_: list) -> bool:
+    """Does each output channel of this (grouped) convolution read a single input channel (depthwise)?
+    Computing it row-band by row-band would pad each input row once per output row that reads it (3x for a
+    3x3 kernel), channel by channel each input plane is padded once."""
+    return (sch.get(block).name_hint.startswith("group_conv2d") and len(reduce_) == 3
+            and int(sch.get(reduce_[0]).extent) == 1)
 
 
 def _has_root(sch: Schedule) -> bool:

@@ -1,0 +1,63 @@
+"""compile.kernels.rules on small legalized convolutions: same values as TVM's unscheduled kernel, and the
+loop order the rule promises (a depthwise conv pads each input plane once, a dense conv one row band per
+output row)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tvm
+from tvm import relax
+from tvm.s_tir import Schedule
+
+from compile.kernels.rules import schedule_accumulate_rows
+
+RNG = np.random.default_rng(3)
+C, H, W = 4, 6, 32
+
+
+def _conv_kernel(groups: int) -> tvm.tirx.PrimFunc:
+    """TVM's legalized int8 3x3 conv (padding 1) of a [1, C, H, W] input, as a PrimFunc."""
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, C, H, W), "int8"))
+    w = relax.Var("w", relax.TensorType((C, C // groups, 3, 3), "int8"))
+    with bb.function("main", [x, w]):
+        out = bb.emit(relax.op.nn.conv2d(x, w, padding=[1, 1], groups=groups, out_dtype="int32"))
+        bb.emit_func_output(out)
+    mod = relax.transform.LegalizeOps()(bb.get())
+    return next(f for f in mod.functions.values() if isinstance(f, tvm.tirx.PrimFunc))
+
+
+def _run(func: tvm.tirx.PrimFunc, *args: np.ndarray, out_shape) -> np.ndarray:
+    lib = tvm.tirx.build(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target="llvm")
+    out = tvm.runtime.tensor(np.zeros(out_shape, "int32"))
+    lib["main"](*(tvm.runtime.tensor(a) for a in args), out)
+    return out.numpy()
+
+
+def _pad_loops(func: tvm.tirx.PrimFunc) -> list[tuple[str, int]]:
+    """(loop variable, extent) of the loops around the padding block, outermost first."""
+    sch = Schedule(func)
+    return [(sch.get(lp).loop_var.name, int(sch.get(lp).extent)) for lp in sch.get_loops(sch.get_sblock("pad_temp"))]
+
+
+@pytest.mark.parametrize("groups", [C, 1])
+def test_accumulate_rows_keeps_the_values(groups: int) -> None:
+    func = _conv_kernel(groups)
+    x = RNG.integers(-128, 128, (1, C, H, W)).astype(np.int8)
+    w = RNG.integers(-128, 128, (C, C // groups, 3, 3)).astype(np.int8)
+    expected = _run(func, x, w, out_shape=(1, C, H, W))
+    np.testing.assert_array_equal(_run(schedule_accumulate_rows(func), x, w, out_shape=(1, C, H, W)), expected)
+
+
+def test_depthwise_pads_each_plane_once() -> None:
+    """Row by row, each padded input row would be built three times (once per output row reading it)."""
+    loops = _pad_loops(schedule_accumulate_rows(_conv_kernel(groups=C)))
+    assert [name for name, _ in loops][:2] == ["nn", "ff"]  # under the channel loop, outside the rows
+    assert np.prod([n for _, n in loops[2:]]) == (H + 2) * (W + 2)  # the whole padded plane, once
+
+
+def test_dense_conv_pads_a_row_band_per_output_row() -> None:
+    loops = _pad_loops(schedule_accumulate_rows(_conv_kernel(groups=1)))
+    assert [name for name, _ in loops][:2] == ["nn", "yy"]
+    assert np.prod([n for _, n in loops[2:]]) == C * 3 * (W + 2)
