@@ -1,6 +1,6 @@
-"""compile.kernels.rules on small legalized convolutions: same values as TVM's unscheduled kernel, and the
-loop order the rule promises (a depthwise conv pads each input plane once, a dense conv one row band per
-output row)."""
+"""compile.kernels.rules on small legalized kernels: same values as TVM's unscheduled kernel, and the loop
+structure each rule promises (a depthwise conv pads each input plane once, a dense conv one row band per
+output row; what a resize reads is computed once)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import tvm
 from tvm import relax
 from tvm.s_tir import Schedule
 
-from compile.kernels.rules import schedule_accumulate_rows
+from compile.kernels.fusion import fuse
+from compile.kernels.rules import rule_schedule, schedule_accumulate_rows
 
 RNG = np.random.default_rng(3)
 C, H, W = 4, 6, 32
@@ -28,9 +29,9 @@ def _conv_kernel(groups: int) -> tvm.tirx.PrimFunc:
     return next(f for f in mod.functions.values() if isinstance(f, tvm.tirx.PrimFunc))
 
 
-def _run(func: tvm.tirx.PrimFunc, *args: np.ndarray, out_shape) -> np.ndarray:
+def _run(func: tvm.tirx.PrimFunc, *args: np.ndarray, out_shape, dtype: str = "int32") -> np.ndarray:
     lib = tvm.tirx.build(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target="llvm")
-    out = tvm.runtime.tensor(np.zeros(out_shape, "int32"))
+    out = tvm.runtime.tensor(np.zeros(out_shape, dtype))
     lib["main"](*(tvm.runtime.tensor(a) for a in args), out)
     return out.numpy()
 
@@ -61,3 +62,32 @@ def test_dense_conv_pads_a_row_band_per_output_row() -> None:
     loops = _pad_loops(schedule_accumulate_rows(_conv_kernel(groups=1)))
     assert [name for name, _ in loops][:2] == ["nn", "yy"]
     assert np.prod([n for _, n in loops[2:]]) == C * 3 * (W + 2)
+
+
+def _norm_then_resize_kernel() -> tvm.tirx.PrimFunc:
+    """One fused kernel: x * 0.5 + 1 quantized to int8, dequantized and upsampled 2x (bilinear)."""
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, C, H, W), "float32"))
+    scale, zero = relax.const(np.float32(0.05)), relax.const(np.int8(0))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y = bb.emit(relax.op.add(relax.op.multiply(x, relax.const(np.float32(0.5))), relax.const(np.float32(1))))
+            q = bb.emit(relax.op.quantize(y, scale, zero, axis=1, out_dtype="int8"))
+            up = bb.emit(relax.op.image.resize2d(relax.op.dequantize(q, scale, zero, axis=1), (2 * H, 2 * W),
+                                                 method="linear", coordinate_transformation_mode="half_pixel"))
+            out = bb.emit_output(up)
+        bb.emit_func_output(out)
+    fused, _ = fuse(bb.get())
+    return next(f for f in fused.functions.values() if isinstance(f, tvm.tirx.PrimFunc))
+
+
+def test_a_value_a_resize_reads_is_computed_once() -> None:
+    """Inlined into the resize, the quantized value (and all before it) is computed for each of 4 taps."""
+    func = _norm_then_resize_kernel()
+    scheduled = rule_schedule(func, macs=0)
+    sch = Schedule(scheduled)
+    blocks = [sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))]
+    assert blocks == ["quantized", "resize"], blocks
+    x = RNG.standard_normal((1, C, H, W)).astype(np.float32)
+    np.testing.assert_array_equal(_run(scheduled, x, out_shape=(1, C, 2 * H, 2 * W), dtype="float32"),
+                                  _run(func, x, out_shape=(1, C, 2 * H, 2 * W), dtype="float32"))

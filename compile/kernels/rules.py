@@ -55,8 +55,9 @@ def _vector_partial_sums(sch: Schedule) -> None:
 def schedule_epilogues_per_element(func: tvm.tirx.PrimFunc, vectorize: bool = True) -> tvm.tirx.PrimFunc:
     """The rule for the other kernels: `inline_elementwise`, then a reduction's element-wise consumer
     (max-pool -> ReLU), which cannot be inlined into it, is computed right after each reduced element, so
-    their intermediate is one element instead of a tensor; long reductions become vector partial sums."""
-    sch = Schedule(inline_elementwise(func))
+    their intermediate is one element instead of a tensor; long reductions become vector partial sums.
+    An 8-bit value a resize reads is computed once into a buffer, not once for each tap of each output."""
+    sch = Schedule(inline_elementwise(func, keep=_read_by_resize(func)))
     if not _has_root(sch):
         return sch.mod["main"]
     if vectorize:
@@ -75,6 +76,25 @@ def schedule_epilogues_per_element(func: tvm.tirx.PrimFunc, vectorize: bool = Tr
             except ScheduleError:
                 continue
     return sch.mod["main"]
+
+
+def _read_by_resize(func: tvm.tirx.PrimFunc) -> tuple[str, ...]:
+    """The blocks that write an 8-bit value a bilinear resize reads (through its dequantize). Inlined, the
+    value and everything computed before it in the kernel (a whole GroupNorm) would be computed again for
+    every tap of every output: 16 times per input element for a 2x upsample."""
+    sch = Schedule(func)
+    if not _has_root(sch):
+        return ()
+    kept = []
+    for block in sch.get_child_blocks(sch.get_sblock("root")):
+        if not sch.get(block).name_hint.startswith("resize"):
+            continue
+        producers = sch.get_producers(block)
+        while len(producers) == 1 and str(sch.get(producers[0]).writes[0].source.dtype) == "float32":
+            producers = sch.get_producers(producers[0])
+        if len(producers) == 1 and str(sch.get(producers[0]).writes[0].source.dtype) in ("int8", "uint8"):
+            kept.append(sch.get(producers[0]).name_hint)
+    return tuple(kept)
 
 
 def schedule_accumulate_rows(func: tvm.tirx.PrimFunc, vectorize: bool = True) -> tvm.tirx.PrimFunc:
