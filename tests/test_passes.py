@@ -9,6 +9,7 @@ from conftest import run_relax
 from tvm import relax
 from tvm.script import relax as R
 
+from compile.kernels.attrs import LANES
 from compile.passes.lower_int8 import lower_int8
 from compile.passes.matmul_nchw import matmul_nchw, matmul_nchw_kernel
 from compile.passes.recompute_groupnorm import pool_kernel, recompute_groupnorm, stats_kernel
@@ -228,3 +229,15 @@ def test_recompute_groupnorm_keeps_a_float_relu_read_elsewhere() -> None:
     after, count = recompute_groupnorm(_stem_before(quantize=True, second_reader=True))
     assert count == 1 and after["main"].script().count("R.quantize(") == 1
     assert [gv.name_hint for gv in after.functions if gv.name_hint != "main"] == ["stem1_stats", "stem1_pool"]
+
+
+def test_stem_kernels_reuse_each_input_vector_for_every_output_channel() -> None:
+    """The recomputed stem conv runs the output-channel loop inside the kernel taps (then the vector lanes):
+    an input vector is loaded and widened once for all channels."""
+    from tvm.s_tir import Schedule
+
+    for kernel in (stats_kernel((1, 3, 8, 32), "uint8", (4, 3, 3, 3), 1),
+                   pool_kernel((1, 3, 8, 32), "uint8", (4, 3, 3, 3), 1)):
+        sch = Schedule(kernel)
+        extents = [int(sch.get(lp).extent) for lp in sch.get_loops(sch.get_sblock("conv2d_nchw_update"))]
+        assert extents[-5:] == [3, 3, 3, 4, LANES], extents  # in channels, taps, out channels, vector lanes

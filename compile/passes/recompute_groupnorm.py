@@ -81,7 +81,7 @@ def stats_kernel(x_shape, x_dtype: str, w_shape, padding: int) -> tvm.tirx.PrimF
     red = sch.get_sblock("stats")
     c, row, col = sch.get_loops(red)
     sch.reorder(row, c, col)  # image rows outside channels: each padded input row band is built once
-    _conv_rows(sch, sch.get_sblock("conv2d_nchw"), sch.get_sblock("pad_temp"), pad_at=row, conv_at=c)
+    _conv_rows(sch, sch.get_sblock("conv2d_nchw"), sch.get_sblock("pad_temp"), at=row)
     return mark_scheduled(sch.mod["main"], macs=_conv_macs(acc, w_shape), recomputed=0)
 
 
@@ -110,7 +110,7 @@ def pool_kernel(x_shape, x_dtype: str, w_shape, padding: int,
     _, c, i, j, _, _ = sch.get_loops(pool)
     sch.reorder(i, c)
     sch.reverse_compute_at(sch.get_sblock("relu"), j)
-    _conv_rows(sch, sch.get_sblock("conv2d_nchw"), sch.get_sblock("pad_temp"), pad_at=i, conv_at=c)
+    _conv_rows(sch, sch.get_sblock("conv2d_nchw"), sch.get_sblock("pad_temp"), at=i)
     macs = _conv_macs(acc, w_shape)
     return mark_scheduled(sch.mod["main"], macs=macs, recomputed=macs)
 
@@ -119,20 +119,22 @@ def _conv_macs(acc: te.Tensor, w_shape) -> int:
     return int(np.prod([int(d) for d in acc.shape])) * int(np.prod(w_shape[1:]))
 
 
-def _conv_rows(sch: Schedule, conv, pad, pad_at, conv_at) -> None:
-    """Compute the conv for the rows one iteration needs, accumulating along a vectorized row."""
-    sch.compute_at(conv, conv_at)
-    sch.compute_at(pad, pad_at)
+def _conv_rows(sch: Schedule, conv, pad, at) -> None:
+    """Compute the conv for the rows one iteration of loop `at` needs, every output channel, accumulating
+    along a vectorized row; the channel loop runs inside the kernel taps, so each input vector is loaded and
+    widened once for all output channels (not once per channel)."""
+    sch.compute_at(conv, at)
+    sch.compute_at(pad, at)
     loops = sch.get_loops(conv)
-    at = next(i for i, lp in enumerate(loops) if sch.get_sref(lp).same_as(sch.get_sref(conv_at)))
-    *rows, xx, rc, ry, rx = loops[at + 1:]  # unit loops are gone after compute_at: [yy,] xx, rc, ry, rx
+    index = next(i for i, lp in enumerate(loops) if sch.get_sref(lp).same_as(sch.get_sref(at)))
+    channel, *rows, xx, rc, ry, rx = loops[index + 1:]  # unit loops are gone after compute_at: ff, [yy,] xx, ...
     extent = int(sch.get(xx).extent)
     if extent % LANES == 0:
         outer, inner = sch.split(xx, [None, LANES])
-        sch.reorder(*rows, outer, rc, ry, rx, inner)
+        sch.reorder(*rows, outer, rc, ry, rx, channel, inner)
         sch.vectorize(inner)
     else:
-        sch.reorder(*rows, rc, ry, rx, xx)
+        sch.reorder(*rows, rc, ry, rx, channel, xx)
     sch.decompose_reduction(conv, rc)
 
 
