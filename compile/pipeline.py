@@ -27,6 +27,7 @@ from compile.passes.op_counts import MacCount, count_mac_ops, count_ops, mac_cal
 from compile.passes.qparams_as_tensors import qparams_as_tensors
 from compile.passes.recompute_groupnorm import recompute_groupnorm
 from compile.passes.uint8_input import uint8_input
+from compile.toolchains import CompileTarget, get_target
 
 
 class IntegerLoweringError(CompileError, RuntimeError):
@@ -37,14 +38,15 @@ class IntegerLoweringError(CompileError, RuntimeError):
 @dataclass(frozen=True)
 class RelaxRewrite:
     option: str  # the CompileConfig flag that turns it on
-    apply: Callable[[tvm.IRModule], tuple[tvm.IRModule, int]]  # -> (module, how many places it rewrote)
+    apply: Callable[[tvm.IRModule, CompileTarget], tuple[tvm.IRModule, int]]  # -> (module, places rewritten)
     done: str  # what it did, with {n}
 
 
 RELAX_REWRITES = (
-    RelaxRewrite("recompute_stem", recompute_groupnorm,
+    RelaxRewrite("recompute_stem", lambda mod, target: recompute_groupnorm(mod, target.vector_register_bytes),
                  "{n} conv -> GroupNorm -> max-pool chain(s) recompute the conv instead of storing it"),
-    RelaxRewrite("matmul_nchw", matmul_nchw, "{n} token matmuls write channel-first directly (no transposed copy)"),
+    RelaxRewrite("matmul_nchw", lambda mod, _target: matmul_nchw(mod),
+                 "{n} token matmuls write channel-first directly (no transposed copy)"),
 )
 
 
@@ -86,7 +88,7 @@ def lower_to_kernels(cfg: CompileConfig, log: Callable[[str], None] = lambda _: 
         log(f"--allow-float: {len(float_report)} conv/matmul stay float:\n{listing}")
     for rewrite in RELAX_REWRITES:
         if getattr(cfg, rewrite.option):
-            mod, count = rewrite.apply(mod)
+            mod, count = rewrite.apply(mod, get_target(cfg.target))
             if count:
                 log(rewrite.done.format(n=count))
     if quantized:

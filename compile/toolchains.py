@@ -32,6 +32,8 @@ class CompileTarget:
     qemu_system: tuple[str, ...] = ()
     firmware: str = ""  # bare metal: the board files (startup_<firmware>.c, <firmware>.ld) in the bundle
     ram_budget: int = 0  # bare metal: default RAM_BYTES, the SRAM the firmware links into
+    # SIMD register file (registers x bytes) a kernel can keep accumulators in; 0: scalar only
+    vector_register_bytes: int = 0
     notes: str = field(default="", compare=False)
 
     @property
@@ -87,6 +89,7 @@ def _riscv(name: str, board: str, vector: bool, qemu_cpu: str, notes: str = "") 
               "mattr": ["+m", "+a", "+f", "+d", "+c", *(["+v"] if vector else [])], "mabi": "lp64d"},
         cflags=(f"-march={isa}", "-mabi=lp64d"), cross_prefix="riscv64-linux-gnu-",
         compiler_package="gcc-riscv64-linux-gnu", qemu=("qemu-riscv64", "-cpu", qemu_cpu), notes=notes,
+        vector_register_bytes=32 * 32 if vector else 0,  # RVV: 32 registers of VLEN 256 bits (the boards named)
     )
 
 
@@ -102,6 +105,7 @@ TARGETS: dict[str, CompileTarget] = {
             cross_prefix="aarch64-linux-gnu-",
             compiler_package="gcc-aarch64-linux-gnu",
             qemu=("qemu-aarch64", "-cpu", "cortex-a72"),
+            vector_register_bytes=32 * 16,  # NEON: 32 x 128 bits
         ),
         _riscv("rv64gc", "RISC-V RV64GC, e.g. SiFive U74 (VisionFive 2)", vector=False, qemu_cpu="rv64"),
         _riscv("rv64gcv", "RISC-V RV64GCV, RVV 1.0 (e.g. Banana Pi BPI-F3, VLEN 256)", vector=True,
@@ -119,6 +123,7 @@ TARGETS: dict[str, CompileTarget] = {
             qemu_system=("qemu-system-arm", "-M", "mps3-an547"),
             firmware="an547",
             ram_budget=4 * 2**20,  # the SSE-300's internal SRAM on the AN547
+            vector_register_bytes=8 * 16,  # Helium: 8 x 128 bits
             notes="firmware: startup, AN547 linker script and a semihosting runner; run under qemu-system-arm",
         ),
         CompileTarget(
@@ -129,6 +134,7 @@ TARGETS: dict[str, CompileTarget] = {
             cflags=("-march=haswell",),
             cross_prefix="",
             compiler_package="gcc",
+            vector_register_bytes=16 * 32,  # AVX2: 16 x 256 bits
         ),
     )
 }

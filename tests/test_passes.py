@@ -4,12 +4,12 @@ written out here, `tvm.ir.assert_structural_equal`, and a numeric check that Bef
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import tvm
 from conftest import run_relax
 from tvm import relax
 from tvm.script import relax as R
 
-from compile.kernels.attrs import LANES
 from compile.passes.lower_int8 import lower_int8
 from compile.passes.matmul_nchw import matmul_nchw, matmul_nchw_kernel
 from compile.passes.recompute_groupnorm import pool_kernel, recompute_groupnorm, stats_kernel
@@ -231,13 +231,17 @@ def test_recompute_groupnorm_keeps_a_float_relu_read_elsewhere() -> None:
     assert [gv.name_hint for gv in after.functions if gv.name_hint != "main"] == ["stem1_stats", "stem1_pool"]
 
 
-def test_stem_kernels_reuse_each_input_vector_for_every_output_channel() -> None:
-    """The recomputed stem conv runs the output-channel loop inside the kernel taps (then the vector lanes):
-    an input vector is loaded and widened once for all channels."""
+@pytest.mark.parametrize("register_bytes", [512, 128])
+def test_stem_conv_loop_order_follows_the_vector_registers(register_bytes: int) -> None:
+    """With room for all 4 channels' int32 accumulators (4 x LANES x 4 bytes) the recomputed stem conv runs
+    the output-channel loop inside the kernel taps (then the vector lanes): an input vector is loaded and
+    widened once for all channels. Without (Helium: 128 bytes), one channel at a time."""
     from tvm.s_tir import Schedule
 
-    for kernel in (stats_kernel((1, 3, 8, 32), "uint8", (4, 3, 3, 3), 1),
-                   pool_kernel((1, 3, 8, 32), "uint8", (4, 3, 3, 3), 1)):
-        sch = Schedule(kernel)
+    before = _stem_before(quantize=True)
+    after, _ = recompute_groupnorm(before, vector_register_bytes=register_bytes)
+    for name in ("stem1_stats", "stem1_pool"):
+        sch = Schedule(after[name])
         extents = [int(sch.get(lp).extent) for lp in sch.get_loops(sch.get_sblock("conv2d_nchw_update"))]
-        assert extents[-5:] == [3, 3, 3, 4, LANES], extents  # in channels, taps, out channels, vector lanes
+        # innermost: in channels and taps (3, 3, 3), then the 4 output channels or not, then the row of 8
+        assert extents[-4:] == ([3, 3, 4, 8] if register_bytes == 512 else [3, 3, 3, 8]), extents

@@ -60,7 +60,7 @@ def _conv(x: te.Tensor, w: te.Tensor, padding: int) -> te.Tensor:
     return topi.nn.conv2d_nchw(x, w, 1, padding, 1, out_dtype="int32")
 
 
-def stats_kernel(x_shape, x_dtype: str, w_shape, padding: int) -> tvm.tirx.PrimFunc:
+def stats_kernel(x_shape, x_dtype: str, w_shape, padding: int, channels_inside: bool = True) -> tvm.tirx.PrimFunc:
     """[2, C] int64: per channel, sum and sum of squares of conv(x, w) + bias over the image."""
     x = te.placeholder(x_shape, x_dtype, name="x")
     w = te.placeholder(w_shape, "int8", name="w")
@@ -81,12 +81,12 @@ def stats_kernel(x_shape, x_dtype: str, w_shape, padding: int) -> tvm.tirx.PrimF
     red = sch.get_sblock("stats")
     c, row, col = sch.get_loops(red)
     sch.reorder(row, c, col)  # image rows outside channels: each padded input row band is built once
-    _conv_rows(sch, sch.get_sblock("conv2d_nchw"), sch.get_sblock("pad_temp"), at=row)
+    _conv_rows(sch, sch.get_sblock("conv2d_nchw"), sch.get_sblock("pad_temp"), row, c, channels_inside)
     return mark_scheduled(sch.mod["main"], macs=_conv_macs(acc, w_shape), recomputed=0)
 
 
-def pool_kernel(x_shape, x_dtype: str, w_shape, padding: int,
-                quant: Quantizer | None = None) -> tvm.tirx.PrimFunc:
+def pool_kernel(x_shape, x_dtype: str, w_shape, padding: int, quant: Quantizer | None = None,
+                channels_inside: bool = True) -> tvm.tirx.PrimFunc:
     """relu(max_pool_2x2(a_c * (conv(x, w) + bias) + k_c)) [1, C, H/2, W/2]: float32, or quantized by `quant`."""
     x = te.placeholder(x_shape, x_dtype, name="x")
     w = te.placeholder(w_shape, "int8", name="w")
@@ -110,7 +110,7 @@ def pool_kernel(x_shape, x_dtype: str, w_shape, padding: int,
     _, c, i, j, _, _ = sch.get_loops(pool)
     sch.reorder(i, c)
     sch.reverse_compute_at(sch.get_sblock("relu"), j)
-    _conv_rows(sch, sch.get_sblock("conv2d_nchw"), sch.get_sblock("pad_temp"), at=i)
+    _conv_rows(sch, sch.get_sblock("conv2d_nchw"), sch.get_sblock("pad_temp"), i, c, channels_inside)
     macs = _conv_macs(acc, w_shape)
     return mark_scheduled(sch.mod["main"], macs=macs, recomputed=macs)
 
@@ -119,27 +119,34 @@ def _conv_macs(acc: te.Tensor, w_shape) -> int:
     return int(np.prod([int(d) for d in acc.shape])) * int(np.prod(w_shape[1:]))
 
 
-def _conv_rows(sch: Schedule, conv, pad, at) -> None:
-    """Compute the conv for the rows one iteration of loop `at` needs, every output channel, accumulating
-    along a vectorized row; the channel loop runs inside the kernel taps, so each input vector is loaded and
-    widened once for all output channels (not once per channel)."""
+def _conv_rows(sch: Schedule, conv, pad, row, channel, channels_inside: bool) -> None:
+    """Compute the conv for the rows one iteration of loop `row` needs, accumulating along a vectorized row.
+    `channels_inside`: every output channel at once, the channel loop inside the kernel taps, so each input
+    vector is loaded and widened once for all channels (their accumulators must fit the vector registers);
+    else one channel at a time (under loop `channel`)."""
+    at = row if channels_inside else channel
     sch.compute_at(conv, at)
-    sch.compute_at(pad, at)
+    sch.compute_at(pad, row)
     loops = sch.get_loops(conv)
     index = next(i for i, lp in enumerate(loops) if sch.get_sref(lp).same_as(sch.get_sref(at)))
-    channel, *rows, xx, rc, ry, rx = loops[index + 1:]  # unit loops are gone after compute_at: ff, [yy,] xx, ...
+    inner = loops[index + 1:]  # unit loops are gone after compute_at: [ff,] [yy,] xx, rc, ry, rx
+    channels = [inner.pop(0)] if channels_inside else []
+    *rows, xx, rc, ry, rx = inner
     extent = int(sch.get(xx).extent)
     if extent % LANES == 0:
-        outer, inner = sch.split(xx, [None, LANES])
-        sch.reorder(*rows, outer, rc, ry, rx, channel, inner)
-        sch.vectorize(inner)
+        outer, lanes = sch.split(xx, [None, LANES])
+        sch.reorder(*rows, outer, rc, ry, rx, *channels, lanes)
+        sch.vectorize(lanes)
     else:
-        sch.reorder(*rows, rc, ry, rx, channel, xx)
+        sch.reorder(*rows, rc, ry, rx, *channels, xx)
     sch.decompose_reduction(conv, rc)
 
 
-def recompute_groupnorm(mod: tvm.IRModule) -> tuple[tvm.IRModule, int]:
-    """Rewrite each matching stem in `main`; returns the module and how many were rewritten."""
+def recompute_groupnorm(mod: tvm.IRModule, vector_register_bytes: int = 512) -> tuple[tvm.IRModule, int]:
+    """Rewrite each matching stem in `main`; returns the module and how many were rewritten.
+    `vector_register_bytes`: the target's SIMD register file; the conv keeps all its output channels' int32
+    accumulators (LANES each) in flight where they fit (AVX2, NEON, RVV), one channel at a time where not
+    (Helium's 8 registers, scalar cores)."""
     pattern, p = _pattern()
     readers: dict[relax.Expr, list[relax.Expr]] = {}  # each bound call -> the calls that read its result
     bound = relax.analysis.get_var2val(mod["main"])
@@ -185,8 +192,9 @@ def recompute_groupnorm(mod: tvm.IRModule) -> tuple[tvm.IRModule, int]:
         count += 1
         x_dtype = str(x.ty.dtype)
         name = f"stem{count}"
-        gv_stats = builder.add_func(stats_kernel(x_shape, x_dtype, w.shape, pads[0]), f"{name}_stats")
-        gv_pool = builder.add_func(pool_kernel(x_shape, x_dtype, w.shape, pads[0], quant), f"{name}_pool")
+        inside = c_out * LANES * 4 <= vector_register_bytes
+        gv_stats = builder.add_func(stats_kernel(x_shape, x_dtype, w.shape, pads[0], inside), f"{name}_stats")
+        gv_pool = builder.add_func(pool_kernel(x_shape, x_dtype, w.shape, pads[0], quant, inside), f"{name}_pool")
         w_c, b_c = relax.const(w), relax.const(bias)
         stats = relax.call_tir(gv_stats, [x, w_c, b_c], relax.TensorType((2, c_out), "int64"))
         per_group = c_out // groups
