@@ -39,9 +39,9 @@ def test_host_bundle_agrees_with_onnx_runtime(bundles: dict[str, Path]) -> None:
     assert result.n_images == 32
     # An older issue asked 99.9%; ONNX Runtime computes the QDQ graph in float, the bundle in exact int32, and
     # the model's requantization after every layer, plane norms and doubled residuals amplify the rounding
-    # differences (ONNX Runtime and Brevitas agree to the same 99.78%): see the README. The bound holds what
-    # is measured (99.779%).
-    assert result.pixel_agreement >= 0.997
+    # differences (ONNX Runtime and Brevitas agree to about the same, 99.895%): see the README. The bound
+    # holds what is measured (99.890%).
+    assert result.pixel_agreement >= 0.998
     assert result.cosine > 0.9995
 
 

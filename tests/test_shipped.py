@@ -19,15 +19,15 @@ CKPTS = REPO / "checkpoints"
 def test_shipped_int8_onnx_reproduces_the_qat_checkpoint():
     """quantize.export's check at 256x256 on the whole shipped sample.
 
-    Measured: 99.783% of mask pixels agree, below the 99.9% goal of the export check: one-step int8 rounding
-    differences between ONNX Runtime and PyTorch spread through the plane norms (see quantize/export.py).
-    The shipped file was exported with --min-agreement 0.99 (measured 99.783%); this test holds it to 99.7%.
+    Measured: 99.895% of mask pixels agree, a hair below the 99.9% goal of the export check: one-step int8
+    rounding differences between ONNX Runtime and PyTorch spread through the plane norms (see
+    quantize/export.py). The shipped file was exported with --min-agreement 0.99; this test holds it to 99.8%.
     """
     model = model_from_qat_checkpoint(load_checkpoint(CKPTS / "ucm_int8_qat.pt"), CKPTS / "ucm_int8_qat.pt")
     assert float_layers(model) == []
     data = load_tensors(find_pairs(REPO / "data" / "sample"), 256, progress=False)
     check = check_export((CKPTS / "ucm_int8.onnx").read_bytes(), model, data)
-    assert check.n_images == 32 and check.pixel_agreement >= 0.997
+    assert check.n_images == 32 and check.pixel_agreement >= 0.998
 
 
 def test_shipped_onnx_files_have_the_documented_interface():
