@@ -86,9 +86,10 @@ def lower_to_kernels(cfg: CompileConfig, log: Callable[[str], None] = lambda _: 
                 "quantize them (DequantizeLinear of an int8 / uint8 input and of a symmetric int8 weight), or "
                 "pass --allow-float to build with them in float")
         log(f"--allow-float: {len(float_report)} conv/matmul stay float:\n{listing}")
+    target = get_target(cfg.target)
     for rewrite in RELAX_REWRITES:
         if getattr(cfg, rewrite.option):
-            mod, count = rewrite.apply(mod, get_target(cfg.target))
+            mod, count = rewrite.apply(mod, target)
             if count:
                 log(rewrite.done.format(n=count))
     if quantized:

@@ -4,8 +4,8 @@ TVM's kernels are out-of-place, but many (normalize-and-scale, bias + activation
 element-wise: output element i depends on input element i only, so the output may overwrite the input in
 the arena. Which ones is a property of the kernel's loop nest; rather than trusting op names, each
 candidate is *verified*: the kernel, built for this host, runs on random inputs once out of place and once
-in place, and the results must match bit for bit (and vary: a constant result verifies nothing). Kernels are identical TIR on every target, so the host
-check stands for all of them.
+in place, and the results must match bit for bit (and vary: a constant result verifies nothing). Kernels
+are identical TIR on every target, so the host check stands for all of them.
 """
 
 from __future__ import annotations

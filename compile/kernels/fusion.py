@@ -9,7 +9,6 @@ from tvm import relax
 
 from compile.kernels.attrs import KERNEL_PREFIX, MACS_ATTR, OpPattern
 from compile.kernels.merge_prologue import merge_prologue
-from compile.passes.norm_deviation import KERNEL_NAME as NORM_STD
 
 
 def fuse(mod: tvm.IRModule) -> tuple[tvm.IRModule, dict[str, int]]:
@@ -36,8 +35,7 @@ def fuse(mod: tvm.IRModule) -> tuple[tvm.IRModule, dict[str, int]]:
     return fused, macs
 
 
-PATTERNS = {"dequantize": OpPattern.BROADCAST, "mean": OpPattern.COMM_REDUCE, "variance": OpPattern.COMM_REDUCE,
-            NORM_STD: OpPattern.COMM_REDUCE}
+PATTERNS = {"dequantize": OpPattern.BROADCAST, "mean": OpPattern.COMM_REDUCE, "variance": OpPattern.COMM_REDUCE}
 
 
 @tvm.transform.module_pass(opt_level=0, name="DequantizeFusesForward")
@@ -47,8 +45,8 @@ def _dequantize_fuses_forward(mod: tvm.IRModule, _ctx: tvm.transform.PassContext
 
     - dequantize: broadcast instead of element-wise (FuseOps grows a convolution's group only over
       element-wise successors, and fuses a broadcast op into its reader);
-    - mean / variance / norm_std (`compile.passes.norm_deviation`): reductions (kCommReduce) instead of "output-fusable", which FuseOps refuses as a
-      broadcast op's reader; their element-wise tails (+ eps, sqrt) then fuse into the next kernel instead.
+    - mean / variance: reductions (kCommReduce) instead of "output-fusable", which FuseOps refuses as a
+      broadcast op's reader (`compile.passes.norm_deviation` gives its kernel the same mark itself).
 
     `compile.passes.int8_dataflow` gives every reader its own dequantize for this."""
     out = tvm.IRModule(dict(mod.functions))

@@ -8,8 +8,8 @@ tail lands in the normalizing kernel and runs once per element instead of once p
 This pass replaces `sqrt(variance(x) + eps)` by one kernel `norm_std(x, m)`: the sum of squared deviations
 from the mean `m` the graph already computes, then `sqrt(. / n + eps)`, the tail in the reduction's epilogue.
 The operations are TVM's own (`variance` is `mean((x - mean(x))^2)` there), in the same order, so the values
-are the same; a pass over x and a square root per element are saved. `compile.kernels.fusion` marks the
-kernel a reduction, so the dequantize of its input fuses into it as into `mean`.
+are the same; a pass over x and a square root per element are saved. The kernel is marked a reduction
+(kCommReduce, as `compile.kernels.fusion` marks `mean`), so the dequantize of its input fuses into it.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import tvm
 from tvm import relax, te
 from tvm_ffi import structural_equal
 
+from compile.kernels.attrs import OpPattern
 from compile.passes.common import op_name, scalar, with_new_main
 
 KERNEL_NAME = "norm_std"
@@ -41,7 +42,9 @@ def norm_std_kernel(shape: tuple[int, ...], axes: tuple[int, ...], eps: float) -
     total = te.compute(kept, squares, name="squares")
     n = tvm.tirx.const(math.prod(shape[a] for a in axes), "float32")
     std = te.compute(kept, lambda *i: te.sqrt(total[i] / n + tvm.tirx.const(eps, "float32")), name="std")
-    return te.create_prim_func([x, mean, std]).without_attr("global_symbol")  # private: gone once fused
+    # private (gone once fused); a reduction for FuseOps, so the dequantize of x fuses into it as into `mean`
+    return te.create_prim_func([x, mean, std]).without_attr("global_symbol").with_attr(
+        "op_pattern", int(OpPattern.COMM_REDUCE))
 
 
 def _definitions(func: relax.Function) -> dict[relax.Var, tuple[int, relax.Expr]]:
