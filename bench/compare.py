@@ -1,8 +1,9 @@
 """python -m bench.compare [--data DIR] [--n N] [--repeats R] [--rounds K] [--json OUT]
 
 One run, this machine (its CPU model and ISA features printed first), the same images, one thread: PyTorch eager fp32, ONNX Runtime fp32, ONNX Runtime on
-the int8 QCDQ ONNX, our float bundle and our int8 bundle (x86_64 builds). Median ms per image, and each
-one's speed relative to ONNX Runtime fp32.
+the int8 QCDQ ONNX, our float bundle and our int8 bundle, both built for the fastest x86-64 target this CPU
+runs (`x86_64-vnni` with AVX-512 VNNI, else `x86_64`; or --target). Median ms per image, and each one's
+speed relative to ONNX Runtime fp32.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import torch
 from bench.demo import median_latency_ms
 from bench.deploy import run_bundle_here
 from compile.bundle import ensure_bundle
-from targets.cpu import host_cpu
+from targets.cpu import host_cpu, host_target
 from ucm.checkpoint import load_float_model
 from ucm.data import load_images
 from ucm.evaluate import onnx_predictor
@@ -46,21 +47,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=10, help="timed runs per image")
     parser.add_argument("--rounds", type=int, default=3,
                         help="measure all five this many times, alternating; report each one's best round")
+    parser.add_argument("--target", choices=("x86_64", "x86_64-vnni"), default=None,
+                        help="the bundles' target (default: the fastest this CPU runs)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
+    cpu = host_cpu()
+    target = args.target or host_target(cpu)
     torch.set_num_threads(1)
     names, images = load_images(args.data, 256, args.n)
     floats = [torch.from_numpy(im).permute(2, 0, 1)[None].float().div(255) for im in images]
     model, _ = load_float_model(FLOAT_CHECKPOINT)
     model.eval()
-    float_bundle = ensure_bundle("x86_64", FLOAT_ONNX, DIST / "x86_64-float")
-    int8_bundle = ensure_bundle("x86_64", INT8_ONNX, DIST / "x86_64")
+    float_bundle = ensure_bundle(target, FLOAT_ONNX, DIST / f"{target}-float")
+    int8_bundle = ensure_bundle(target, INT8_ONNX, DIST / target)
     runs = {
         "PyTorch eager fp32": lambda: time_callable(model, floats, args.repeats),
         "ONNX Runtime fp32": lambda: time_callable(onnx_predictor(FLOAT_ONNX, threads=1), floats, args.repeats),
         "ONNX Runtime int8 (QCDQ)": lambda: time_callable(onnx_predictor(INT8_ONNX, threads=1), floats, args.repeats),
-        "ucm-edge float bundle (x86_64)": lambda: time_bundle(DIST / "x86_64-float", names, images, args.repeats),
-        "ucm-edge int8 bundle (x86_64)": lambda: time_bundle(DIST / "x86_64", names, images, args.repeats),
+        f"ucm-edge float bundle ({target})": lambda: time_bundle(DIST / f"{target}-float", names, images, args.repeats),
+        f"ucm-edge int8 bundle ({target})": lambda: time_bundle(DIST / target, names, images, args.repeats),
     }
     rounds: dict[str, list[float]] = {name: [] for name in runs}
     with torch.no_grad():
@@ -69,17 +74,16 @@ def main(argv: list[str] | None = None) -> int:
                 rounds[name].append(run())
     results = {name: min(values) for name, values in rounds.items()}
     base = results["ONNX Runtime fp32"]
-    cpu = host_cpu()
     print(f"CPU: {cpu.describe()}")
     print(f"{len(names)} images, 256x256, 1 thread, median of {args.repeats} runs per image, best of "
           f"{args.rounds} alternating rounds (compare ratios within one run: absolute figures vary between machines)")
-    print(f"{'runtime':34s} {'ms/image':>9s} {'vs ORT fp32':>12s}")
+    print(f"{'runtime':36s} {'ms/image':>9s} {'vs ORT fp32':>12s}")
     for name, ms in results.items():
-        print(f"{name:34s} {ms:9.2f} {base / ms:11.2f}x")
+        print(f"{name:36s} {ms:9.2f} {base / ms:11.2f}x")
     print(f"int8 bundle RAM {int8_bundle['ram_bytes']['total']:,} B, flash {int8_bundle['flash_bytes']['code']:,} B code "
           f"+ {int8_bundle['flash_bytes']['weights']:,} B weights; float bundle RAM {float_bundle['ram_bytes']['total']:,} B")
     if args.json:
-        atomic_write_json(args.json, {"cpu": cpu.to_dict(), "ms_per_image": results, "rounds_ms": rounds,
+        atomic_write_json(args.json, {"cpu": cpu.to_dict(), "target": target, "ms_per_image": results, "rounds_ms": rounds,
                                       "n_images": len(names), "repeats": args.repeats,
                                       "int8_bundle": {k: int8_bundle[k] for k in ("ram_bytes", "flash_bytes")},
                                       "float_bundle": {k: float_bundle[k] for k in ("ram_bytes", "flash_bytes")}})

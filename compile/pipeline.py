@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import onnx
@@ -43,9 +43,10 @@ class RelaxRewrite:
 
 
 RELAX_REWRITES = (
-    RelaxRewrite("recompute_stem", lambda mod, target: recompute_groupnorm(mod, target.vector_register_bytes),
+    RelaxRewrite("recompute_stem", lambda mod, target: recompute_groupnorm(mod, target.vector_register_bytes,
+                                                                             target.dot_product),
                  "{n} conv -> GroupNorm -> max-pool chain(s) recompute the conv instead of storing it"),
-    RelaxRewrite("matmul_nchw", lambda mod, _target: matmul_nchw(mod),
+    RelaxRewrite("matmul_nchw", lambda mod, target: matmul_nchw(mod, target.dot_product),
                  "{n} token matmuls write channel-first directly (no transposed copy)"),
 )
 
@@ -87,6 +88,11 @@ def lower_to_kernels(cfg: CompileConfig, log: Callable[[str], None] = lambda _: 
                 "pass --allow-float to build with them in float")
         log(f"--allow-float: {len(float_report)} conv/matmul stay float:\n{listing}")
     target = get_target(cfg.target)
+    if (cfg.kernels or target.kernels) != "llvm":  # TVM's C code generator cannot call LLVM intrinsics
+        target = replace(target, dot_product=None)
+    elif target.dot_product is not None:
+        log(f"int8 matrix products tensorized with {target.dot_product.mnemonic} ({target.dot_product.lanes} "
+            f"channels x {target.dot_product.depth} products per instruction)")
     for rewrite in RELAX_REWRITES:
         if getattr(cfg, rewrite.option):
             mod, count = rewrite.apply(mod, target)

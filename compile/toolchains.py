@@ -18,6 +18,19 @@ class ToolchainError(CompileError, RuntimeError):
 
 
 @dataclass(frozen=True)
+class DotProduct:
+    """An int8 dot-product instruction the int8 matrix products are tensorized with (TVM's `tensorize`, the
+    intrinsics of `compile.kernels.dot_product`): each instruction adds `depth` int8 products into each of
+    `lanes` int32 sums, one sum per output channel."""
+
+    intrinsic: str  # TensorIntrin name (tvm.s_tir.tensor_intrin, or registered by compile.kernels.dot_product)
+    lanes: int
+    depth: int
+    activations: str  # "int8", or "uint8": the instruction multiplies u8 x i8 (x86), activations get +128
+    mnemonic: str  # what `objdump -d` shows for it in the kernels
+
+
+@dataclass(frozen=True)
 class CompileTarget:
     name: str
     board: str  # the kind of board it is for, in words
@@ -34,6 +47,7 @@ class CompileTarget:
     ram_budget: int = 0  # bare metal: default RAM_BYTES, the SRAM the firmware links into
     # SIMD register file (registers x bytes) a kernel can keep accumulators in; 0: scalar only
     vector_register_bytes: int = 0
+    dot_product: DotProduct | None = None  # int8 dot-product instruction of this CPU; None: none (or not used)
     notes: str = field(default="", compare=False)
 
     @property
@@ -106,6 +120,21 @@ TARGETS: dict[str, CompileTarget] = {
             compiler_package="gcc-aarch64-linux-gnu",
             qemu=("qemu-aarch64", "-cpu", "cortex-a72"),
             vector_register_bytes=32 * 16,  # NEON: 32 x 128 bits
+            # no sdot: TVM's NEON intrinsic, widening multiplies (int8 x int8 -> int16) and pairwise adds
+            dot_product=DotProduct("dot_4x4_i8i8s32_neon", lanes=4, depth=4, activations="int8", mnemonic="smull"),
+        ),
+        CompileTarget(
+            name="cortex-a76",
+            board="Raspberry Pi 5 (aarch64, NEON + dot product)",
+            triple="aarch64-linux-gnu",
+            llvm={"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "cortex-a76",
+                  "mattr": ["+neon", "+dotprod"]},
+            cflags=("-mcpu=cortex-a76",),
+            cross_prefix="aarch64-linux-gnu-",
+            compiler_package="gcc-aarch64-linux-gnu",
+            qemu=("qemu-aarch64", "-cpu", "cortex-a76"),
+            vector_register_bytes=32 * 16,
+            dot_product=DotProduct("dot_4x4_i8i8s32_sdot", lanes=4, depth=4, activations="int8", mnemonic="sdot"),
         ),
         _riscv("rv64gc", "RISC-V RV64GC, e.g. SiFive U74 (VisionFive 2)", vector=False, qemu_cpu="rv64"),
         _riscv("rv64gcv", "RISC-V RV64GCV, RVV 1.0 (e.g. Banana Pi BPI-F3, VLEN 256)", vector=True,
@@ -135,6 +164,19 @@ TARGETS: dict[str, CompileTarget] = {
             cross_prefix="",
             compiler_package="gcc",
             vector_register_bytes=16 * 32,  # AVX2: 16 x 256 bits
+        ),
+        CompileTarget(
+            name="x86_64-vnni",
+            board="this host if it has AVX-512 VNNI (Intel Cascade Lake and later Xeons, AMD Zen 4)",
+            triple="x86_64-linux-gnu",
+            llvm={"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "cascadelake"},
+            cflags=("-march=cascadelake",),
+            cross_prefix="",
+            compiler_package="gcc",
+            vector_register_bytes=16 * 32,  # the kernels use 256-bit vectors (LLVM's preference on these CPUs)
+            # 8 output channels per vpdpbusd (256-bit): twice as fast as the 512-bit form on the 16-channel
+            # matmuls, and UCM-Net's narrowest layers have 8 channels
+            dot_product=DotProduct("ucm_vnni_8x4", lanes=8, depth=4, activations="uint8", mnemonic="vpdpbusd"),
         ),
     )
 }

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from targets.transport import Transport
 
-X86_FEATURES = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8")
+X86_FEATURES = ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx_vnni", "amx_int8")
 ARM_FEATURES = {"asimd": "neon", "asimddp": "dotprod", "i8mm": "i8mm", "sve": "sve", "sve2": "sve2"}
 ARM_PARTS = {  # "CPU part" of Arm's own cores (implementer 0x41)
     "0xd03": "Cortex-A53", "0xd04": "Cortex-A35", "0xd05": "Cortex-A55", "0xd07": "Cortex-A57",
@@ -80,6 +80,12 @@ def host_cpu() -> CpuInfo:
     cpuinfo = Path("/proc/cpuinfo")
     text = cpuinfo.read_text(errors="replace") if cpuinfo.is_file() else ""
     return parse_cpuinfo(text, platform.machine().lower())
+
+
+def host_target(cpu: CpuInfo) -> str:
+    """The fastest compile target an x86-64 CPU runs: `x86_64-vnni` where it has AVX-512 VNNI (and the
+    AVX-512 subsets that target's code uses), else `x86_64` (AVX2)."""
+    return "x86_64-vnni" if {"avx512f", "avx512bw", "avx512vl", "avx512_vnni"} <= set(cpu.features) else "x86_64"
 
 
 def board_cpu(transport: Transport, emulated: bool, timeout_s: float) -> str:

@@ -70,7 +70,7 @@ def test_metadata_report(bundles: dict[str, Path]) -> None:
         assert written["float32"]["bytes"] < 0.15 * sum(row["bytes"] for row in written.values()), name
 
 
-@pytest.mark.parametrize("target", ["cortex-a72", "rv64gc", "rv64gcv"])
+@pytest.mark.parametrize("target", ["cortex-a72", "cortex-a76", "rv64gc", "rv64gcv"])
 def test_emulated_targets_match_host(bundles: dict[str, Path], target: str, tmp_path: Path) -> None:
     names, images = load_images(SAMPLE, 256, 3)
     host_masks, host_logits = run_runner(bundles["x86_64"], images, names, tmp_path / "host")
@@ -157,12 +157,12 @@ def test_runner_survives_fuzzed_input(bundles: dict[str, Path], tmp_path: Path) 
 def test_list_targets(capsys: pytest.CaptureFixture) -> None:
     assert compile_main(["--list-targets"]) == 0
     table = capsys.readouterr().out
-    for name in ("cortex-a72", "rv64gc", "rv64gcv", "x86_64", "gcc-aarch64-linux-gnu"):
+    for name in ("cortex-a72", "cortex-a76", "rv64gc", "rv64gcv", "x86_64", "x86_64-vnni", "gcc-aarch64-linux-gnu"):
         assert name in table
 
 
 def test_unknown_target_lists_known_ones(capsys: pytest.CaptureFixture) -> None:
-    with pytest.raises(UnknownTargetError, match="cortex-a72, rv64gc, rv64gcv, cortex-m55, x86_64"):
+    with pytest.raises(UnknownTargetError, match="cortex-a72, cortex-a76, rv64gc, rv64gcv, cortex-m55, x86_64, x86_64-vnni"):
         get_target("cortex-m4")
     assert compile_main(["--target", "cortex-m4"]) == 2
     assert "known targets" in capsys.readouterr().err
@@ -409,11 +409,14 @@ def test_fingerprint_covers_what_changes_a_bundle_only() -> None:
     assert "mtriple" not in HOST_LLVM  # the machine the compiler runs on, x86-64 or arm64 alike
 
 
-@pytest.mark.parametrize(("target", "cpu", "lacks"), [("x86_64", ["qemu-x86_64", "-cpu", "qemu64"], "AVX2"),
-                                                      ("rv64gcv", ["qemu-riscv64", "-cpu", "rv64"], "vector extension")])
+@pytest.mark.parametrize(("target", "cpu", "lacks"), [
+    ("x86_64", ["qemu-x86_64", "-cpu", "qemu64"], "AVX2"),
+    ("x86_64-vnni", ["qemu-x86_64", "-cpu", "Haswell"], "AVX-512F"),  # QEMU emulates no AVX-512 at all
+    ("cortex-a76", ["qemu-aarch64", "-cpu", "cortex-a72"], "the dot-product instructions (asimddp)"),
+    ("rv64gcv", ["qemu-riscv64", "-cpu", "rv64"], "the vector extension")])
 def test_runner_refuses_a_cpu_without_its_instructions(bundles: dict[str, Path], target: str, cpu: list[str],
                                                        lacks: str) -> None:
-    """A bundle built for AVX2 / RVV, run on a CPU without them (QEMU emulating an older CPU), exits 2 with a
-    message instead of dying on an illegal instruction."""
+    """A bundle built for AVX2 / AVX-512 VNNI / sdot / RVV, run on a CPU without them (QEMU emulating an older
+    CPU), exits 2 with a message instead of dying on an illegal instruction."""
     proc = subprocess.run([*cpu, str(bundles[target] / "ucm_runner"), "image.ppm"], capture_output=True, text=True)
-    assert proc.returncode == 2 and f"this CPU lacks {'the ' if target != 'x86_64' else ''}{lacks}" in proc.stderr
+    assert proc.returncode == 2 and f"this CPU lacks {lacks}" in proc.stderr

@@ -5,7 +5,8 @@ element-wise: output element i depends on input element i only, so the output ma
 the arena. Which ones is a property of the kernel's loop nest; rather than trusting op names, each
 candidate is *verified*: the kernel, built for this host, runs on random inputs once out of place and once
 in place, and the results must match bit for bit (and vary: a constant result verifies nothing). Kernels
-are identical TIR on every target, so the host check stands for all of them.
+are identical TIR on every target, so the host check stands for all of them; those tensorized with a CPU's
+dot-product instruction (matrix products, never element-wise) are not candidates: this host may lack it.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import numpy as np
 import tvm
 
 from compile.executor.graph import ExecGraph
-from compile.kernels.attrs import KERNEL_PREFIX
+from compile.kernels.attrs import KERNEL_PREFIX, is_tensorized
 from compile.kernels.codegen import HOST_LLVM
 
 
@@ -70,11 +71,13 @@ def verify(lib: tvm.runtime.Module, graph: ExecGraph, step: int, pos: int, seed:
 
 def inplace_calls(graph: ExecGraph, kmod: tvm.IRModule) -> dict[int, int]:
     """Verified in-place calls: call index -> position of the input the output overwrites."""
-    pairs = candidates(graph)
+    pairs = [(step, pos) for step, pos in candidates(graph) if not is_tensorized(kmod[graph.calls[step].kernel])]
     if not pairs:
         return {}
+    needed = {graph.calls[step].kernel for step, _ in pairs}
     with tvm.transform.PassContext(opt_level=3):
-        lib = tvm.tirx.build(kmod, target=tvm.target.Target(HOST_LLVM))
+        lib = tvm.tirx.build(tvm.IRModule({gv: f for gv, f in kmod.functions.items() if gv.name_hint in needed}),
+                             target=tvm.target.Target(HOST_LLVM))
     calls: dict[int, int] = {}
     for step, pos in pairs:
         if step not in calls and all(verify(lib, graph, step, pos, seed) for seed in (0, 1)):

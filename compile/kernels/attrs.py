@@ -25,12 +25,18 @@ LANES = 16  # vector width the schedules split for (int32 / float32: two AVX2 or
 SCHEDULED_ATTR = "ucm.scheduled"
 MACS_ATTR = "ucm.macs"
 RECOMPUTED_ATTR = "ucm.recomputed_macs"
+TENSORIZED_ATTR = "ucm.tensorized"  # the mnemonic of the dot-product instruction a kernel was tensorized with
 
 
 def mark_scheduled(func: tvm.tirx.PrimFunc, macs: int, recomputed: int) -> tvm.tirx.PrimFunc:
     """Mark a kernel as already scheduled, with the MACs it does (and how many of them are recomputed)."""
     return func.with_attrs({SCHEDULED_ATTR: True, MACS_ATTR: macs, RECOMPUTED_ATTR: recomputed,
                             "op_pattern": int(OpPattern.OPAQUE)})  # FuseOps leaves it alone
+
+
+def is_tensorized(func: tvm.tirx.PrimFunc) -> bool:
+    """Does the kernel call a CPU's dot-product instruction (so only that CPU can run it)?"""
+    return func.attrs is not None and TENSORIZED_ATTR in func.attrs
 
 
 def is_scheduled(func: tvm.tirx.PrimFunc) -> bool:

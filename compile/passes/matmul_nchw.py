@@ -7,7 +7,8 @@ each: the arena's peak once the stem is streamed). Here the int8 matmul (after `
 transpose become one kernel: per image row, the matmul tile is computed in token layout (contiguous in the
 reduction) and written out transposed, so only a row-sized int32 tile is ever held. Where the result is
 quantized (and `compile.passes.int8_dataflow` has moved the transpose onto the int8 value), the quantize is
-computed in the kernel too, which then writes int8 channel-first.
+computed in the kernel too, which then writes int8 channel-first. On a CPU with an int8 dot-product
+instruction (`CompileTarget.dot_product`: x86 VNNI, Arm sdot) the reduction is tensorized with it.
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ from tvm import relax, te
 from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
 from tvm.s_tir import Schedule
 
-from compile.kernels.attrs import mark_scheduled
+from compile.kernels.attrs import TENSORIZED_ATTR, mark_scheduled
+from compile.kernels.dot_product import ACTIVATION_OFFSET, fits, offset_bias, pack_weights, padded_channels
 from compile.passes.common import Quantizer, quantizer, with_new_main
+from compile.toolchains import DotProduct
 
 
 def _pattern() -> tuple[relax.dpl.DFPattern, dict]:
@@ -32,16 +35,29 @@ def _pattern() -> tuple[relax.dpl.DFPattern, dict]:
 
 
 def matmul_nchw_kernel(tokens: int, c_in: int, c_out: int, height: int, width: int,
-                       quant: Quantizer | None = None) -> tvm.tirx.PrimFunc:
+                       quant: Quantizer | None = None, dot: DotProduct | None = None) -> tvm.tirx.PrimFunc:
     """out[0, c, h, w] = float(sum_k x[0, h*width + w, k] * W[k, c] + bias[c]) * mult[c], float32 or quantized
-    by `quant`."""
+    by `quant`. With a dot-product instruction `dot` (where `c_in` is whole instructions deep), W comes packed
+    by `compile.kernels.dot_product.pack_weights` and the reduction is tensorized with it; the bias is then
+    `offset_bias`'s."""
+    tensorized = fits(c_in, dot)
     x = te.placeholder((1, tokens, c_in), "int8", name="x")
-    w = te.placeholder((c_in, c_out), "int8", name="w")
     b = te.placeholder((c_out,), "int32", name="bias")
     m = te.placeholder((c_out,), "float32", name="mult")
-    k = te.reduce_axis((0, c_in), "k")
-    acc = te.compute((1, height, width, c_out), lambda n, h, wd, c: te.sum(
-        x[n, h * width + wd, k].astype("int32") * w[k, c].astype("int32"), axis=k), name="acc")
+    if tensorized:
+        w = te.placeholder((c_in // dot.depth, padded_channels(c_out, dot), dot.depth), "int8", name="w")
+        a = x if dot.activations == "int8" else te.compute(
+            x.shape, lambda n, t, k: (x[n, t, k].astype("int32") + ACTIVATION_OFFSET).astype("uint8"), name="a")
+        ko, ki = te.reduce_axis((0, c_in // dot.depth), "ko"), te.reduce_axis((0, dot.depth), "ki")
+        acc = te.compute((1, height, width, w.shape[1]), lambda n, h, wd, c: te.sum(
+            a[n, h * width + wd, ko * dot.depth + ki].astype("int32") * w[ko, c, ki].astype("int32"),
+            axis=[ko, ki]), name="acc")
+    else:
+        w = te.placeholder((c_in, c_out), "int8", name="w")
+        k = te.reduce_axis((0, c_in), "k")
+        acc = te.compute((1, height, width, c_out), lambda n, h, wd, c: te.sum(
+            x[n, h * width + wd, k].astype("int32") * w[k, c].astype("int32"), axis=k), name="acc")
+
     def value(n, c, h, wd):
         v = (acc[n, h, wd, c] + b[c]).astype("float32") * m[c]
         return v if quant is None else quant.apply(v)
@@ -51,12 +67,31 @@ def matmul_nchw_kernel(tokens: int, c_in: int, c_out: int, height: int, width: i
     _, c, h, _ = sch.get_loops(sch.get_sblock("out"))
     sch.reorder(h, c)
     sch.compute_at(sch.get_sblock("acc"), h)  # one image row of the matmul, in token layout
-    return mark_scheduled(sch.mod["main"], macs=tokens * c_in * c_out, recomputed=0)
+    func = sch.mod["main"]
+    if tensorized:
+        _tensorize_row(sch, h, dot)
+        func = sch.mod["main"].with_attr(TENSORIZED_ATTR, dot.mnemonic)
+    return mark_scheduled(func, macs=tokens * c_in * c_out, recomputed=0)
 
 
-def matmul_nchw(mod: tvm.IRModule) -> tuple[tvm.IRModule, int]:
-    """Rewrite each int8 token matmul whose result is transposed back to [1, C, H, W]; returns the module
-    and how many were rewritten."""
+def _tensorize_row(sch: Schedule, row: tvm.s_tir.schedule.LoopRV, dot: DotProduct) -> None:
+    """Per token of the row and `dot.lanes` output channels: the reduction as dot-product instructions (the
+    +128 activations, where the instruction wants them, computed once per row)."""
+    if dot.activations == "uint8":
+        offset = sch.get_sblock("a")
+        sch.compute_at(offset, row)
+        sch.vectorize(sch.fuse(*sch.get_loops(offset)[-2:]))
+    acc = sch.get_sblock("acc")
+    token, channel, outer, inner = sch.get_loops(acc)[-4:]
+    channels, lanes = sch.split(channel, [None, dot.lanes])
+    sch.reorder(token, channels, outer, lanes, inner)
+    sch.decompose_reduction(acc, outer)
+    sch.tensorize(lanes, dot.intrinsic)
+
+
+def matmul_nchw(mod: tvm.IRModule, dot: DotProduct | None = None) -> tuple[tvm.IRModule, int]:
+    """Rewrite each int8 token matmul whose result is transposed back to [1, C, H, W], tensorized with the
+    dot-product instruction `dot` where given; returns the module and how many were rewritten."""
     pattern, p = _pattern()
     builder = relax.BlockBuilder(mod)
     count = 0
@@ -79,7 +114,9 @@ def matmul_nchw(mod: tvm.IRModule) -> tuple[tvm.IRModule, int]:
             return expr
         count += 1
         tokens, c_in = x_shape[1:]
-        kernel = matmul_nchw_kernel(tokens, c_in, w.shape[1], out_shape[2], out_shape[3], quant)
+        kernel = matmul_nchw_kernel(tokens, c_in, w.shape[1], out_shape[2], out_shape[3], quant, dot)
+        if fits(c_in, dot):
+            w, bias = pack_weights(w, dot), offset_bias(bias, w, dot)
         gv = builder.add_func(kernel, f"matmul_nchw{count}")
         return relax.call_tir(gv, [x, relax.const(w), relax.const(bias.astype(np.int32)),
                                    relax.const(mult.astype(np.float32))],

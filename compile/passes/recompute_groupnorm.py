@@ -25,8 +25,10 @@ from tvm import relax, te, topi
 from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
 from tvm.s_tir import Schedule
 
-from compile.kernels.attrs import LANES, mark_scheduled
+from compile.kernels.attrs import LANES, TENSORIZED_ATTR, mark_scheduled
+from compile.kernels.dot_product import padded_channels
 from compile.passes.common import Quantizer, op_name, quantizer, with_new_main
+from compile.toolchains import DotProduct
 
 
 def _value(expr: relax.Expr) -> np.ndarray | None:
@@ -60,19 +62,56 @@ def _conv(x: te.Tensor, w: te.Tensor, padding: int) -> te.Tensor:
     return topi.nn.conv2d_nchw(x, w, 1, padding, 1, out_dtype="int32")
 
 
-def stats_kernel(x_shape, x_dtype: str, w_shape, padding: int, channels_inside: bool = True) -> tvm.tirx.PrimFunc:
-    """[2, C] int64: per channel, sum and sum of squares of conv(x, w) + bias over the image."""
+def _dot_conv(x: te.Tensor, w_shape, padding: int, dot: DotProduct) -> tuple[te.Tensor, te.Tensor]:
+    """The conv as dot-product instructions: each takes `dot.depth` horizontally adjacent input pixels of one
+    channel and kernel row (the kernel's row zero-padded to that width) for `dot.lanes` output channels.
+    Returns the packed weights' placeholder (`_pack_taps`) and the int32 sums [1, H, W, C padded]."""
+    c_out, c_in, kh, kw = (int(d) for d in w_shape)
+    _, _, h, wd = (int(d) for d in x.shape)
+    w = te.placeholder((c_in, kh, padded_channels(c_out, dot), dot.depth), "int8", name="w")
+    zero = tvm.tirx.const(0, x.dtype)
+    xp = te.compute((1, c_in, h + 2 * padding, wd + 2 * padding + dot.depth - kw), lambda n, c, y, xx: tvm.tirx.if_then_else(
+        tvm.tirx.all(y >= padding, y < h + padding, xx >= padding, xx < wd + padding),
+        x[n, c, y - padding, xx - padding], zero), name="pad_temp")
+    rc, ry, rt = te.reduce_axis((0, c_in), "rc"), te.reduce_axis((0, kh), "ry"), te.reduce_axis((0, dot.depth), "rt")
+    acc = te.compute((1, h + 2 * padding - kh + 1, wd + 2 * padding - kw + 1, w.shape[2]), lambda n, y, xx, o: te.sum(
+        xp[n, rc, y + ry, xx + rt].astype("int32") * w[rc, ry, o, rt].astype("int32"), axis=[rc, ry, rt]),
+        name="conv2d_nchw")
+    return w, acc
+
+
+def _pack_taps(w: np.ndarray, dot: DotProduct) -> np.ndarray:
+    """[O, C, KH, KW] weights as `_dot_conv` reads them: [C, KH, O padded, depth], zero beyond KW and O."""
+    c_out, c_in, kh, kw = w.shape
+    packed = np.zeros((c_in, kh, padded_channels(c_out, dot), dot.depth), np.int8)
+    packed[:, :, :c_out, :kw] = w.transpose(1, 2, 0, 3)
+    return packed
+
+
+def _stem_conv(x: te.Tensor, w_shape, padding: int, dot: DotProduct | None):
+    """(weights placeholder, conv(x, w) as a function (c, y, x) of the output channel and pixel)."""
+    if dot is None:
+        w = te.placeholder(w_shape, "int8", name="w")
+        acc = _conv(x, w, padding)
+        return w, acc, lambda c, y, xx: acc[0, c, y, xx]
+    w, acc = _dot_conv(x, w_shape, padding, dot)
+    return w, acc, lambda c, y, xx: acc[0, y, xx, c]
+
+
+def stats_kernel(x_shape, x_dtype: str, w_shape, padding: int, channels_inside: bool = True,
+                 dot: DotProduct | None = None) -> tvm.tirx.PrimFunc:
+    """[2, C] int64: per channel, sum and sum of squares of conv(x, w) + bias over the image. With `dot`, the
+    conv is tensorized with it and w comes packed by `_pack_taps`."""
     x = te.placeholder(x_shape, x_dtype, name="x")
-    w = te.placeholder(w_shape, "int8", name="w")
     b = te.placeholder((w_shape[0],), "int32", name="bias")
-    acc = _conv(x, w, padding)
-    _, c_out, h, wd = (int(d) for d in acc.shape)
+    w, acc, conv_at = _stem_conv(x, w_shape, padding, dot)
+    c_out, h, wd = int(w_shape[0]), int(x_shape[2]) + 2 * padding - int(w_shape[2]) + 1, int(x_shape[3]) + 2 * padding - int(w_shape[3]) + 1
     sum2 = te.comm_reducer(lambda a, b_: (a[0] + b_[0], a[1] + b_[1]),
                            lambda t0, t1: (tvm.tirx.const(0, t0), tvm.tirx.const(0, t1)), name="sum2")
     ry, rx = te.reduce_axis((0, h), "ry"), te.reduce_axis((0, wd), "rx")
 
     def v(c, y, xx):
-        return (acc[0, c, y, xx] + b[c]).astype("int64")
+        return (conv_at(c, y, xx) + b[c]).astype("int64")
 
     s1, s2 = te.compute((c_out,), lambda c: sum2((v(c, ry, rx), v(c, ry, rx) * v(c, ry, rx)), axis=[ry, rx]),
                         name="stats")
@@ -81,21 +120,24 @@ def stats_kernel(x_shape, x_dtype: str, w_shape, padding: int, channels_inside: 
     red = sch.get_sblock("stats")
     c, row, col = sch.get_loops(red)
     sch.reorder(row, c, col)  # image rows outside channels: each padded input row band is built once
-    _conv_rows(sch, sch.get_sblock("conv2d_nchw"), sch.get_sblock("pad_temp"), row, c, channels_inside)
-    return mark_scheduled(sch.mod["main"], macs=_conv_macs(acc, w_shape), recomputed=0)
+    _schedule_conv(sch, row, c, channels_inside, dot)
+    if dot is not None:  # the sums [pixel, channel]: the channels' sums side by side, in one vector
+        sch.reorder(col, c)
+    return mark_scheduled(sch.mod["main"], macs=_conv_macs(h, wd, w_shape), recomputed=0)
 
 
 def pool_kernel(x_shape, x_dtype: str, w_shape, padding: int, quant: Quantizer | None = None,
-                channels_inside: bool = True) -> tvm.tirx.PrimFunc:
-    """relu(max_pool_2x2(a_c * (conv(x, w) + bias) + k_c)) [1, C, H/2, W/2]: float32, or quantized by `quant`."""
+                channels_inside: bool = True, dot: DotProduct | None = None) -> tvm.tirx.PrimFunc:
+    """relu(max_pool_2x2(a_c * (conv(x, w) + bias) + k_c)) [1, C, H/2, W/2]: float32, or quantized by `quant`.
+    `dot` as for `stats_kernel`."""
     x = te.placeholder(x_shape, x_dtype, name="x")
-    w = te.placeholder(w_shape, "int8", name="w")
     b = te.placeholder((w_shape[0],), "int32", name="bias")
     a = te.placeholder((w_shape[0],), "float32", name="scale")
     k = te.placeholder((w_shape[0],), "float32", name="shift")
-    acc = _conv(x, w, padding)
-    _, c_out, h, wd = (int(d) for d in acc.shape)
-    z = te.compute(acc.shape, lambda n, c, y, xx: (acc[n, c, y, xx] + b[c]).astype("float32") * a[c] + k[c], name="z")
+    w, acc, conv_at = _stem_conv(x, w_shape, padding, dot)
+    c_out, h, wd = int(w_shape[0]), int(x_shape[2]) + 2 * padding - int(w_shape[2]) + 1, int(x_shape[3]) + 2 * padding - int(w_shape[3]) + 1
+    z = te.compute((1, c_out, h, wd), lambda n, c, y, xx: (conv_at(c, y, xx) + b[c]).astype("float32") * a[c] + k[c],
+                   name="z")
     di, dj = te.reduce_axis((0, 2), "di"), te.reduce_axis((0, 2), "dj")
     pooled = te.compute((1, c_out, h // 2, wd // 2),
                         lambda n, c, i, j: te.max(z[n, c, 2 * i + di, 2 * j + dj], axis=[di, dj]), name="pool")
@@ -110,13 +152,27 @@ def pool_kernel(x_shape, x_dtype: str, w_shape, padding: int, quant: Quantizer |
     _, c, i, j, _, _ = sch.get_loops(pool)
     sch.reorder(i, c)
     sch.reverse_compute_at(sch.get_sblock("relu"), j)
-    _conv_rows(sch, sch.get_sblock("conv2d_nchw"), sch.get_sblock("pad_temp"), i, c, channels_inside)
-    macs = _conv_macs(acc, w_shape)
+    _schedule_conv(sch, i, c, channels_inside, dot)
+    macs = _conv_macs(h, wd, w_shape)
     return mark_scheduled(sch.mod["main"], macs=macs, recomputed=macs)
 
 
-def _conv_macs(acc: te.Tensor, w_shape) -> int:
-    return int(np.prod([int(d) for d in acc.shape])) * int(np.prod(w_shape[1:]))
+def _conv_macs(h: int, wd: int, w_shape) -> int:
+    return h * wd * int(np.prod([int(d) for d in w_shape]))
+
+
+def _schedule_conv(sch: Schedule, row, channel, channels_inside: bool, dot: DotProduct | None) -> None:
+    conv, pad = sch.get_sblock("conv2d_nchw"), sch.get_sblock("pad_temp")
+    if dot is None:
+        _conv_rows(sch, conv, pad, row, channel, channels_inside)
+        return
+    sch.compute_at(conv, row)  # the rows this iteration needs, all channels: [rows,] pixel, channel, taps
+    sch.compute_at(pad, row)
+    *_, pixel, out_channel, rc, ry, rt = sch.get_loops(conv)
+    channels, lanes = sch.split(out_channel, [None, dot.lanes])
+    sch.reorder(pixel, channels, rc, ry, lanes, rt)
+    sch.decompose_reduction(conv, rc)
+    sch.tensorize(lanes, dot.intrinsic)
 
 
 def _conv_rows(sch: Schedule, conv, pad, row, channel, channels_inside: bool) -> None:
@@ -142,11 +198,13 @@ def _conv_rows(sch: Schedule, conv, pad, row, channel, channels_inside: bool) ->
     sch.decompose_reduction(conv, rc)
 
 
-def recompute_groupnorm(mod: tvm.IRModule, vector_register_bytes: int = 512) -> tuple[tvm.IRModule, int]:
+def recompute_groupnorm(mod: tvm.IRModule, vector_register_bytes: int = 512,
+                        dot: DotProduct | None = None) -> tuple[tvm.IRModule, int]:
     """Rewrite each matching stem in `main`; returns the module and how many were rewritten.
     `vector_register_bytes`: the target's SIMD register file; the conv keeps all its output channels' int32
     accumulators (LANES each) in flight where they fit (AVX2, NEON, RVV), one channel at a time where not
-    (Helium's 8 registers, scalar cores)."""
+    (Helium's 8 registers, scalar cores). `dot`: the target's dot-product instruction, which computes the conv
+    where it multiplies the input's type (x86 VNNI: the uint8 pixels) and a kernel row fits its depth."""
     pattern, p = _pattern()
     readers: dict[relax.Expr, list[relax.Expr]] = {}  # each bound call -> the calls that read its result
     bound = relax.analysis.get_var2val(mod["main"])
@@ -193,9 +251,13 @@ def recompute_groupnorm(mod: tvm.IRModule, vector_register_bytes: int = 512) -> 
         x_dtype = str(x.ty.dtype)
         name = f"stem{count}"
         inside = c_out * LANES * 4 <= vector_register_bytes
-        gv_stats = builder.add_func(stats_kernel(x_shape, x_dtype, w.shape, pads[0], inside), f"{name}_stats")
-        gv_pool = builder.add_func(pool_kernel(x_shape, x_dtype, w.shape, pads[0], quant, inside), f"{name}_pool")
-        w_c, b_c = relax.const(w), relax.const(bias)
+        tensorized = dot if dot is not None and dot.activations == x_dtype and w.shape[3] <= dot.depth else None
+        kernels = [stats_kernel(x_shape, x_dtype, w.shape, pads[0], inside, tensorized),
+                   pool_kernel(x_shape, x_dtype, w.shape, pads[0], quant, inside, tensorized)]
+        if tensorized is not None:
+            kernels = [f.with_attr(TENSORIZED_ATTR, dot.mnemonic) for f in kernels]
+        gv_stats, gv_pool = (builder.add_func(f, f"{name}_{part}") for f, part in zip(kernels, ("stats", "pool")))
+        w_c, b_c = relax.const(w if tensorized is None else _pack_taps(w, dot)), relax.const(bias)
         stats = relax.call_tir(gv_stats, [x, w_c, b_c], relax.TensorType((2, c_out), "int64"))
         per_group = c_out // groups
         n = float(per_group * x_shape[2] * x_shape[3])

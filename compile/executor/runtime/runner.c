@@ -80,6 +80,18 @@ static const char *missing_extensions(void) {
 #if defined(__AVX512F__)
   if (!__builtin_cpu_supports("avx512f")) return "AVX-512F";
 #endif
+#if defined(__AVX512VL__)
+  if (!__builtin_cpu_supports("avx512vl")) return "AVX-512VL";
+#endif
+#if defined(__AVX512BW__)
+  if (!__builtin_cpu_supports("avx512bw")) return "AVX-512BW";
+#endif
+#if defined(__AVX512DQ__)
+  if (!__builtin_cpu_supports("avx512dq")) return "AVX-512DQ";
+#endif
+#if defined(__AVX512VNNI__)
+  if (!__builtin_cpu_supports("avx512vnni")) return "AVX-512 VNNI";
+#endif
 #if defined(__AVX2__)
   if (!__builtin_cpu_supports("avx2")) return "AVX2";
 #endif

@@ -1,0 +1,83 @@
+"""Int8 dot-product instructions as TVM tensor intrinsics, and the weight layout they read.
+
+An instruction adds `depth` int8 products into each of `lanes` int32 sums (one per output channel): its
+description is `C[i] += A[k] * B[i, k]` over a (lanes, depth) block of weights, matched by TVM's `tensorize`.
+Arm's `sdot` and, for cores without it, NEON's widening multiply `smull` with pairwise adds are TVM's own
+intrinsics (`tvm.s_tir.tensor_intrin.arm_cpu`). TVM's x86 VNNI intrinsic calls
+`llvm.x86.avx512.vpdpbusd.512` with the operand types of older LLVMs (the LLVM inside TVM 0.27 rejects
+them), and only in its 512-bit form: `ucm_vnni_<lanes>x4` below is the same description with today's
+operand types, for 256- and 512-bit vectors.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tvm
+import tvm.s_tir.tensor_intrin.arm_cpu  # noqa: F401  (registers dot_4x4_i8i8s32_sdot / _neon)
+from tvm.s_tir import TensorIntrin
+from tvm.script import tirx as T
+
+from compile.toolchains import DotProduct
+
+ACTIVATION_OFFSET = 128  # int8 + 128 = uint8, for instructions that multiply u8 x i8
+
+
+def _vnni_intrinsic(lanes: int) -> tuple[tvm.tirx.PrimFunc, tvm.tirx.PrimFunc]:
+    bytes_ = 4 * lanes
+
+    @T.prim_func(s_tir=True)
+    def desc(A: T.Buffer((4,), "uint8", offset_factor=1), B: T.Buffer((lanes, 4), "int8", offset_factor=1),
+             C: T.Buffer((lanes,), "int32", offset_factor=1)) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:lanes], A[0:4], B[0:lanes, 0:4])
+            T.writes(C[0:lanes])
+            for i, k in T.grid(lanes, 4):
+                with T.sblock("update"):
+                    vi, vk = T.axis.remap("SR", [i, k])
+                    C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
+
+    @T.prim_func(s_tir=True)
+    def impl(A: T.Buffer((4,), "uint8", offset_factor=1), B: T.Buffer((lanes, 4), "int8", offset_factor=1),
+             C: T.Buffer((lanes,), "int32", offset_factor=1)) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:lanes], A[0:4], B[0:lanes, 0:4])
+            T.writes(C[0:lanes])
+            a_word = T.reinterpret(A.vload([0], "uint8x4"), dtype="int32")  # the 4 activations, broadcast
+            C[T.ramp(T.int32(0), 1, lanes)] = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id(f"llvm.x86.avx512.vpdpbusd.{8 * bytes_}"),
+                C.vload([0], dtype=f"int32x{lanes}"),
+                T.reinterpret(T.broadcast(a_word, lanes), dtype=f"int8x{bytes_}"),
+                B.vload([0, 0], dtype=f"int8x{bytes_}"),
+                dtype=f"int32x{lanes}")
+
+    return desc, impl
+
+
+for _lanes in (8, 16):
+    TensorIntrin.register(f"ucm_vnni_{_lanes}x4", *_vnni_intrinsic(_lanes), override=True)
+
+
+def padded_channels(channels: int, dot: DotProduct) -> int:
+    """Output channels rounded up to whole instructions (the extra sums read zero weights)."""
+    return -(-channels // dot.lanes) * dot.lanes
+
+
+def pack_weights(w: np.ndarray, dot: DotProduct) -> np.ndarray:
+    """[K, C] int8 weights as [K / depth, C padded, depth]: each instruction's (lanes, depth) block contiguous."""
+    k, c = w.shape
+    packed = np.zeros((k // dot.depth, padded_channels(c, dot), dot.depth), np.int8)
+    packed[:, :c, :] = w.reshape(k // dot.depth, dot.depth, c).transpose(0, 2, 1)
+    return packed
+
+
+def offset_bias(bias: np.ndarray, w: np.ndarray, dot: DotProduct) -> np.ndarray:
+    """The bias that undoes the activations' +128 (for u8 x i8 instructions): sum_k (x + 128) w = sum_k x w +
+    128 sum_k w, so each output channel's bias loses 128 times its weight sum."""
+    if dot.activations != "uint8":
+        return bias.astype(np.int32)
+    return (bias.astype(np.int64) - ACTIVATION_OFFSET * w.astype(np.int64).sum(axis=0)).astype(np.int32)
+
+
+def fits(c_in: int, dot: DotProduct | None) -> bool:
+    """Can a product over `c_in` inputs be tensorized with `dot` (whole instructions along the reduction)?"""
+    return dot is not None and c_in % dot.depth == 0
