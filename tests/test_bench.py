@@ -314,10 +314,10 @@ def test_qemu_transport_matches_host(bundles: dict[str, Path], tmp_path: Path, t
 
 
 def test_boards_shipped_and_errors(tmp_path: Path) -> None:
-    names = {load_board(n).target for n in ("rpi4", "visionfive2", "bpi-f3", "host")}
-    assert names == {"cortex-a72", "rv64gc", "rv64gcv", "x86_64"}
+    names = {load_board(n).target for n in ("rpi4", "rpi5", "visionfive2", "bpi-f3", "host", "host-vnni")}
+    assert names == {"cortex-a72", "cortex-a76", "rv64gc", "rv64gcv", "x86_64", "x86_64-vnni"}
     with pytest.raises(BoardError, match="known boards: .*rpi4"):
-        load_board("rpi5")
+        load_board("rpi3")
     bad = tmp_path / "bad.toml"
     bad.write_text('name = "bad"\ntarget = "cortex-a72"\ntransport = "ssh"\nexec_prefix = "qemu-aarch64 -cpu x"\n')
     with pytest.raises(BoardError, match="argument list"):
