@@ -12,12 +12,16 @@ known, so the chain is rewritten into two kernels that each *recompute* the int8
 3. `pool`: conv again, a_c * acc + k_c, max-pool 2x2, ReLU, written at quarter size (as int8 when a per-tensor
    quantize follows: the quantize is computed in the kernel, as TVM legalizes it).
 
-The price is the stem convolution computed twice; the float conv output is never stored. Only this exact
+The price is the stem convolution computed twice; the float conv output is never stored. Where the target
+has an int8 dot-product instruction that multiplies the image's uint8 pixels (x86 VNNI), the conv is
+tensorized with it: 4 horizontally adjacent pixels of a channel and kernel row per instruction. Only this exact
 chain (as TVM's ONNX frontend imports Conv -> Reshape -> InstanceNormalization -> Reshape -> Mul -> Add ->
 MaxPool(2, stride 2) -> Relu, after `lower_int8`) is rewritten; anything else is left alone.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 import tvm
@@ -69,10 +73,10 @@ def _dot_conv(x: te.Tensor, w_shape, padding: int, dot: DotProduct) -> tuple[te.
     c_out, c_in, kh, kw = (int(d) for d in w_shape)
     _, _, h, wd = (int(d) for d in x.shape)
     w = te.placeholder((c_in, kh, padded_channels(c_out, dot), dot.depth), "int8", name="w")
-    zero = tvm.tirx.const(0, x.dtype)
-    xp = te.compute((1, c_in, h + 2 * padding, wd + 2 * padding + dot.depth - kw), lambda n, c, y, xx: tvm.tirx.if_then_else(
-        tvm.tirx.all(y >= padding, y < h + padding, xx >= padding, xx < wd + padding),
-        x[n, c, y - padding, xx - padding], zero), name="pad_temp")
+    inside = lambda y, xx: tvm.tirx.all(y >= padding, y < h + padding, xx >= padding, xx < wd + padding)  # noqa: E731
+    xp = te.compute((1, c_in, h + 2 * padding, wd + 2 * padding + dot.depth - kw), lambda n, c, y, xx:
+                    tvm.tirx.if_then_else(inside(y, xx), x[n, c, y - padding, xx - padding], tvm.tirx.const(0, x.dtype)),
+                    name="pad_temp")
     rc, ry, rt = te.reduce_axis((0, c_in), "rc"), te.reduce_axis((0, kh), "ry"), te.reduce_axis((0, dot.depth), "rt")
     acc = te.compute((1, h + 2 * padding - kh + 1, wd + 2 * padding - kw + 1, w.shape[2]), lambda n, y, xx, o: te.sum(
         xp[n, rc, y + ry, xx + rt].astype("int32") * w[rc, ry, o, rt].astype("int32"), axis=[rc, ry, rt]),
@@ -88,8 +92,14 @@ def _pack_taps(w: np.ndarray, dot: DotProduct) -> np.ndarray:
     return packed
 
 
-def _stem_conv(x: te.Tensor, w_shape, padding: int, dot: DotProduct | None):
-    """(weights placeholder, conv(x, w) as a function (c, y, x) of the output channel and pixel)."""
+def _conv_out(x_shape, w_shape, padding: int) -> tuple[int, int, int]:
+    """Output channels, height and width of the stride-1 conv."""
+    return (int(w_shape[0]), int(x_shape[2]) + 2 * padding - int(w_shape[2]) + 1,
+            int(x_shape[3]) + 2 * padding - int(w_shape[3]) + 1)
+
+
+def _stem_conv(x: te.Tensor, w_shape, padding: int, dot: DotProduct | None) -> tuple[te.Tensor, te.Tensor, Callable]:
+    """(weights placeholder, conv tensor, conv(x, w) as a function (c, y, x) of output channel and pixel)."""
     if dot is None:
         w = te.placeholder(w_shape, "int8", name="w")
         acc = _conv(x, w, padding)
@@ -105,7 +115,7 @@ def stats_kernel(x_shape, x_dtype: str, w_shape, padding: int, channels_inside: 
     x = te.placeholder(x_shape, x_dtype, name="x")
     b = te.placeholder((w_shape[0],), "int32", name="bias")
     w, acc, conv_at = _stem_conv(x, w_shape, padding, dot)
-    c_out, h, wd = int(w_shape[0]), int(x_shape[2]) + 2 * padding - int(w_shape[2]) + 1, int(x_shape[3]) + 2 * padding - int(w_shape[3]) + 1
+    c_out, h, wd = _conv_out(x_shape, w_shape, padding)
     sum2 = te.comm_reducer(lambda a, b_: (a[0] + b_[0], a[1] + b_[1]),
                            lambda t0, t1: (tvm.tirx.const(0, t0), tvm.tirx.const(0, t1)), name="sum2")
     ry, rx = te.reduce_axis((0, h), "ry"), te.reduce_axis((0, wd), "rx")
@@ -135,7 +145,7 @@ def pool_kernel(x_shape, x_dtype: str, w_shape, padding: int, quant: Quantizer |
     a = te.placeholder((w_shape[0],), "float32", name="scale")
     k = te.placeholder((w_shape[0],), "float32", name="shift")
     w, acc, conv_at = _stem_conv(x, w_shape, padding, dot)
-    c_out, h, wd = int(w_shape[0]), int(x_shape[2]) + 2 * padding - int(w_shape[2]) + 1, int(x_shape[3]) + 2 * padding - int(w_shape[3]) + 1
+    c_out, h, wd = _conv_out(x_shape, w_shape, padding)
     z = te.compute((1, c_out, h, wd), lambda n, c, y, xx: (conv_at(c, y, xx) + b[c]).astype("float32") * a[c] + k[c],
                    name="z")
     di, dj = te.reduce_axis((0, 2), "di"), te.reduce_axis((0, 2), "dj")
@@ -162,6 +172,8 @@ def _conv_macs(h: int, wd: int, w_shape) -> int:
 
 
 def _schedule_conv(sch: Schedule, row, channel, channels_inside: bool, dot: DotProduct | None) -> None:
+    """The conv computed for the rows one iteration of loop `row` needs: `_conv_rows`, or with `dot` all
+    output channels of each pixel, `dot.lanes` at a time, each tap row as one instruction."""
     conv, pad = sch.get_sblock("conv2d_nchw"), sch.get_sblock("pad_temp")
     if dot is None:
         _conv_rows(sch, conv, pad, row, channel, channels_inside)
