@@ -20,6 +20,7 @@ import torch
 from bench.demo import median_latency_ms
 from bench.deploy import run_bundle_here
 from compile.bundle import ensure_bundle
+from compile.toolchains import TARGETS
 from targets.cpu import host_cpu, host_target
 from ucm.checkpoint import load_float_model
 from ucm.data import load_images
@@ -47,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=10, help="timed runs per image")
     parser.add_argument("--rounds", type=int, default=3,
                         help="measure all five this many times, alternating; report each one's best round")
-    parser.add_argument("--target", choices=("x86_64", "x86_64-vnni"), default=None,
+    parser.add_argument("--target", choices=[t.name for t in TARGETS.values() if t.triple.startswith("x86_64")],
+                        default=None,
                         help="the bundles' target (default: the fastest this CPU runs)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)

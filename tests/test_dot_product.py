@@ -13,7 +13,7 @@ import pytest
 from conftest import SAMPLE
 
 from bench.deploy import run_bundle_here
-from compile.kernels.dot_product import offset_bias, pack_weights
+from compile.kernels.dot_product import fits, offset_bias, pack_weights
 from compile.toolchains import get_target
 from targets.cpu import host_cpu, host_target, parse_cpuinfo
 from ucm.data import load_images
@@ -69,6 +69,7 @@ def test_packed_weights_and_offset_bias_give_the_same_sums() -> None:
     np.testing.assert_array_equal(got, x.astype(np.int64) @ w.astype(np.int64) + bias)
     sdot = get_target("cortex-a76").dot_product
     np.testing.assert_array_equal(offset_bias(bias, w, sdot), bias)  # signed x signed: no offset
+    assert fits(8, dot) and not fits(4, dot) and not fits(6, dot) and not fits(8, None)
 
 
 def test_host_target_is_the_fastest_the_cpu_runs() -> None:

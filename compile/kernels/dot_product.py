@@ -79,5 +79,6 @@ def offset_bias(bias: np.ndarray, w: np.ndarray, dot: DotProduct) -> np.ndarray:
 
 
 def fits(c_in: int, dot: DotProduct | None) -> bool:
-    """Can a product over `c_in` inputs be tensorized with `dot` (whole instructions along the reduction)?"""
-    return dot is not None and c_in % dot.depth == 0
+    """Can a product over `c_in` inputs be tensorized with `dot`: whole instructions along the reduction, and
+    at least two of them (a loop of one iteration is dropped by `compute_at`, and the schedules look for it)?"""
+    return dot is not None and c_in % dot.depth == 0 and c_in >= 2 * dot.depth
