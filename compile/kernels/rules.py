@@ -74,8 +74,19 @@ def schedule_epilogues_per_element(func: tvm.tirx.PrimFunc, vectorize: bool = Tr
             try:
                 sch.reverse_compute_at(consumer, spatial[-1])
             except ScheduleError:
-                continue
+                _reductions_at(sch, consumer)
     return sch.mod["main"]
+
+
+def _reductions_at(sch: Schedule, consumer) -> None:
+    """A consumer of several reductions (a variance's sum and sum of squares) cannot move under one of them:
+    they all move under its innermost loop instead, so each intermediate is one element, not a tensor."""
+    for producer in sch.get_producers(consumer):
+        if any(iv.iter_type == tvm.tirx.IterVar.CommReduce for iv in sch.get(producer).iter_vars):
+            try:
+                sch.compute_at(producer, sch.get_loops(consumer)[-1])
+            except ScheduleError:
+                continue
 
 
 def _read_by_resize(func: tvm.tirx.PrimFunc) -> tuple[str, ...]:

@@ -15,6 +15,7 @@ are the same; a pass over x and a square root per element are saved. The kernel 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import tvm
@@ -86,16 +87,25 @@ def _std_of(value: relax.Expr, defs: dict) -> tuple[relax.Expr, tuple[int, ...],
     return (x, axes, eps) if str(x.ty.dtype) == "float32" else None
 
 
-def norm_deviation(mod: tvm.IRModule) -> tuple[tvm.IRModule, int]:
-    """Rewrite each `sqrt(variance(x) + eps)` whose `mean(x)` is computed before it; returns the module and
-    how many were rewritten."""
-    main = mod["main"]
+@dataclass(frozen=True)
+class Norm:
+    """A norm's statistics in `main`: `std` is bound to sqrt(variance(x, axes) + eps), `mean` to a mean over the
+    same axes of a value that computes the same as x, bound before it."""
+
+    std: relax.Var
+    mean: relax.Var
+    x: relax.Expr
+    axes: tuple[int, ...]
+    eps: float
+
+
+def find_norms(main: relax.Function) -> tuple[list[Norm], dict[relax.Var, tuple[int, relax.Expr]]]:
+    """Each norm of `main` whose mean is computed before its standard deviation, and `main`'s bindings
+    (variable: (position, value))."""
     defs = _definitions(main)
     means = [(pos, var, value) for var, (pos, value) in defs.items()
              if op_name(value) == "relax.mean" and value.attrs.keepdims]
-    builder = relax.BlockBuilder(mod)
-    kernels: dict[tuple, relax.GlobalVar] = {}
-    replaced: dict[relax.Var, relax.Expr] = {}
+    norms = []
     for var, (pos, value) in defs.items():
         found = _std_of(value, defs)
         if found is None:
@@ -105,19 +115,35 @@ def norm_deviation(mod: tvm.IRModule) -> tuple[tvm.IRModule, int]:
         mean = next((m for p, m, v in means if p < pos
                      and tuple(sorted(int(a) % ndim for a in v.attrs.axis)) == axes
                      and _same_value(v.args[0], x, defs)), None)
-        if mean is None:
-            continue
-        shape = tuple(int(d) for d in x.ty.shape.values)
-        key = (shape, axes, float(np.float32(eps)))
-        if key not in kernels:
-            kernels[key] = builder.add_func(norm_std_kernel(shape, axes, eps), KERNEL_NAME)
-        replaced[var] = relax.call_tir(kernels[key], [x, mean], mean.ty)
-    if not replaced:
-        return mod, 0
+        if mean is not None:
+            norms.append(Norm(var, mean, x, axes, eps))
+    return norms, defs
+
+
+def rebind(builder: relax.BlockBuilder, main: relax.Function, replaced: dict[relax.Var, relax.Expr]) -> tvm.IRModule:
+    """The module with `main`'s bindings of the variables in `replaced` bound to their new values (the
+    kernels those call added to `builder`), and what no longer has a reader removed."""
     blocks = [relax.DataflowBlock([relax.VarBinding(b.var, replaced.get(b.var, b.value)) for b in block.bindings])
               if isinstance(block, relax.DataflowBlock)
               else relax.BindingBlock([relax.VarBinding(b.var, replaced.get(b.var, b.value)) for b in block.bindings])
               for block in main.body.blocks]
     body = relax.SeqExpr(blocks, main.body.body)
     new_main = relax.analysis.remove_all_unused(relax.Function(main.params, body, main.ret_ty, attrs=main.attrs))
-    return with_new_main(builder, new_main), len(replaced)
+    return with_new_main(builder, new_main)
+
+
+def norm_deviation(mod: tvm.IRModule) -> tuple[tvm.IRModule, int]:
+    """Rewrite each `sqrt(variance(x) + eps)` whose `mean(x)` is computed before it; returns the module and
+    how many were rewritten."""
+    main = mod["main"]
+    norms, _ = find_norms(main)
+    builder = relax.BlockBuilder(mod)
+    kernels: dict[tuple, relax.GlobalVar] = {}
+    replaced: dict[relax.Var, relax.Expr] = {}
+    for norm in norms:
+        shape = tuple(int(d) for d in norm.x.ty.shape.values)
+        key = (shape, norm.axes, float(np.float32(norm.eps)))
+        if key not in kernels:
+            kernels[key] = builder.add_func(norm_std_kernel(shape, norm.axes, norm.eps), KERNEL_NAME)
+        replaced[norm.std] = relax.call_tir(kernels[key], [norm.x, norm.mean], norm.mean.ty)
+    return (rebind(builder, main, replaced), len(replaced)) if replaced else (mod, 0)
