@@ -31,6 +31,7 @@ from ucm.paths import DIST, INT8_ONNX, RUNS, SAMPLE_DATA
 # is a norm; a resize fused with a transpose is a resize).
 GROUPS = (
     ("stem (conv, GroupNorm, pool)", ("stem",)),
+    ("lookup tables (norms, GELU)", ("lookup",)),
     ("conv / matmul", ("conv2d", "matmul")),
     ("bilinear resize (+ fused)", ("resize",)),
     ("GELU (+ fused)", ("erf",)),

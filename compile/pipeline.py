@@ -20,6 +20,7 @@ from compile.frontend import import_onnx, is_quantized, mac_node_names
 from compile.kernels.fusion import fuse
 from compile.passes.int8_dataflow import int8_dataflow
 from compile.passes.integer_norm_stats import integer_norm_stats
+from compile.passes.lookup_tables import lookup_tables
 from compile.passes.lower_int8 import float_macs, lower_int8
 from compile.passes.mask_output import mask_output
 from compile.passes.matmul_nchw import matmul_nchw
@@ -107,6 +108,8 @@ def lower_to_kernels(cfg: CompileConfig, log: Callable[[str], None] = lambda _: 
         log(f"{count} norms: mean and standard deviation from integer sums of the int8 input")
         mod, count = norm_deviation(mod)
         log(f"{count} norms of float values: standard deviation once per group, from the norm's mean")
+        mod, count = lookup_tables(mod)
+        log(f"{count} element-wise chains from one int8 value (norms, GELU) as lookup tables")
         mod, _ = qparams_as_tensors(mod)  # one kernel for calls that differ only in their scales
     log("legalize and fuse (TVM Relax passes)")
     fused, kernel_macs = fuse(mask_output(mod))

@@ -1,0 +1,161 @@
+"""An element-wise int8 -> int8 chain as a lookup table, built once per run instead of evaluated per element.
+
+Between two quantized layers, a normalization or an activation is a float chain on one int8 value:
+`quantize((dequantize(q) - mean) / std * gamma + beta)` (a plane norm, two float divisions per element) or
+`quantize(dequantize(q) * 0.5 * (1 + erf(dequantize(q) / sqrt(2))))` (GELU, a polynomial per element). Its
+result depends only on the element's int8 value and on parameters that are the same along some axes (per
+channel, or per tensor). So the chain is evaluated on the 256 possible values for each combination of those
+parameters, a table of [parameter axes..., 256] int8, and each element is a lookup (the int8 activation
+tables of TFLite and CMSIS-NN, here built at run time because a norm's statistics depend on the image).
+
+The table is computed by the same operations on the same values, so every entry, and so every element, is
+bit-identical to the chain's. A chain is rewritten only where each table entry replaces at least
+`MIN_ELEMENTS_PER_ENTRY` element evaluations (a per-token LayerNorm over 8 channels would need a table
+larger than its input).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import tvm
+from tvm import relax, te
+
+from compile.kernels.attrs import OpPattern
+from compile.passes.common import op_name, qparams
+
+ELEMENTWISE = ("relax.add", "relax.subtract", "relax.multiply", "relax.divide", "relax.erf", "relax.tanh",
+               "relax.exp", "relax.sigmoid", "relax.sqrt", "relax.nn.relu", "relax.maximum", "relax.minimum",
+               "relax.negative")
+MIN_ELEMENTS_PER_ENTRY = 4
+KERNEL_NAME = "lookup"
+
+
+def lookup_kernel(shape: tuple[int, ...], table_shape: tuple[int, ...], in_dtype: str,
+                  out_dtype: str) -> tvm.tirx.PrimFunc:
+    """out[i] = table[i along the table's parameter axes (0 where it has size 1), q[i] - min(in_dtype)]."""
+    q = te.placeholder(shape, in_dtype, name="q")
+    table = te.placeholder(table_shape, out_dtype, name="table")
+    offset = -int(np.iinfo(in_dtype).min)
+
+    def entry(*i: tvm.tirx.PrimExpr) -> tvm.tirx.PrimExpr:
+        axes = tuple(i[a] if table_shape[a] > 1 else 0 for a in range(len(shape)))
+        return table[axes + (q[i].astype("int32") + offset,)]
+
+    out = te.compute(shape, entry, name="lookup")
+    # its own kernel: fused with the table's producer, the table would be inlined into each lookup again
+    return te.create_prim_func([q, table, out]).without_attr("global_symbol").with_attr(
+        "op_pattern", int(OpPattern.OPAQUE))
+
+
+def _shape(expr: relax.Expr) -> tuple[int, ...] | None:
+    shape = getattr(expr.ty, "shape", None)
+    if shape is None or not isinstance(shape, relax.ShapeExpr):
+        return None
+    return tuple(int(d) for d in shape.values)
+
+
+class _Chain:
+    """The leaves of a chain whose full-size inputs all dequantize one int8 value `q`."""
+
+    def __init__(self, shape: tuple[int, ...], defs: dict[relax.Var, relax.Expr]) -> None:
+        self.shape, self.defs = shape, defs
+        self.q: relax.Expr | None = None
+        self.table = [1] * len(shape)  # the parameter axes: where a small input varies
+
+    def value(self, expr: relax.Expr) -> relax.Expr:
+        return self.defs.get(expr, expr) if isinstance(expr, relax.Var) else expr
+
+    def collect(self, expr: relax.Expr, depth: int = 16) -> bool:
+        value = self.value(expr)
+        quant = qparams(value, "relax.dequantize")
+        if quant is not None and quant.dtype in ("int8", "uint8") and _shape(value) == self.shape:
+            self.q = value.args[0] if self.q is None else self.q
+            return self.q.same_as(value.args[0])
+        if op_name(value) in ELEMENTWISE and depth > 0:
+            return all(self.collect(a, depth - 1) for a in value.args)
+        return self._small(expr)
+
+    def _small(self, expr: relax.Expr) -> bool:
+        """A parameter that broadcasts over some axes of the full shape (not the int8 value itself)."""
+        shape = _shape(expr)
+        if shape is None or len(shape) > len(self.shape) or str(expr.ty.dtype) != "float32":
+            return False
+        aligned = (1,) * (len(self.shape) - len(shape)) + shape
+        if any(d not in (1, full) for d, full in zip(aligned, self.shape)) or aligned == self.shape:
+            return False
+        self.table = [max(t, d) for t, d in zip(self.table, aligned)]
+        return True
+
+
+@relax.expr_functor.mutator
+class _LookupTables(relax.PyExprMutator):
+    def __init__(self, mod: tvm.IRModule, defs: dict[relax.Var, relax.Expr]) -> None:
+        super().__init__(mod)
+        self.defs = defs
+        self.kernels: dict[tuple, relax.GlobalVar] = {}
+        self.count = 0
+
+    def visit_var_binding_(self, binding: relax.VarBinding) -> None:
+        value = binding.value
+        quant = qparams(value, "relax.quantize")
+        shape = _shape(value)
+        chain = _Chain(shape, self.defs) if quant is not None and shape is not None else None
+        if chain is None or not chain.collect(value.args[0]) or chain.q is None:
+            return super().visit_var_binding_(binding)
+        q_type = str(chain.q.ty.dtype)
+        levels = np.arange(np.iinfo(q_type).min, np.iinfo(q_type).max + 1).astype(q_type)
+        if math.prod(chain.table) * len(levels) * MIN_ELEMENTS_PER_ENTRY > math.prod(shape):
+            return super().visit_var_binding_(binding)
+        levels_const = relax.const(levels.reshape((1,) * len(shape) + (len(levels),)))
+        table_value = relax.Call(value.op, [self._table(value.args[0], chain, levels_const, {}), *value.args[1:]],
+                                 value.attrs)
+        table = self.builder_.emit(table_value)
+        table_shape = (*chain.table, len(levels))
+        key = (shape, table_shape, q_type, quant.dtype)
+        if key not in self.kernels:
+            self.kernels[key] = self.builder_.add_func(lookup_kernel(*key), KERNEL_NAME)
+        lookup = relax.call_tir(self.kernels[key], [self.visit_expr(chain.q), table], binding.var.ty)
+        emit = self.builder_.emit if isinstance(binding.var, relax.DataflowVar) else self.builder_.emit_output
+        self.set_var_remap(binding.var, emit(lookup, binding.var.name))
+        self.count += 1
+
+    def _table(self, expr: relax.Expr, chain: _Chain, levels: relax.Expr, done: dict) -> relax.Expr:
+        """`expr` evaluated on the table: the int8 value replaced by all its levels (a new last axis), each
+        parameter given that axis too."""
+        if expr in done:
+            return done[expr]
+        value = chain.value(expr)
+        if qparams(value, "relax.dequantize") is not None and _shape(value) == chain.shape:
+            out = self.builder_.emit(relax.Call(value.op, [levels, *value.args[1:]], value.attrs))
+        elif op_name(value) in ELEMENTWISE and not _is_small_leaf(expr, value, chain):
+            args = [self._table(a, chain, levels, done) for a in value.args]
+            out = self.builder_.emit(relax.Call(value.op, args, value.attrs))
+        elif isinstance(expr, tvm.ir.expr.Constant):
+            out = relax.const(expr.value.numpy()[..., None]) if expr.value.numpy().ndim else expr
+        else:
+            out = self.builder_.emit(relax.op.expand_dims(self.visit_expr(expr), axis=[-1]))
+        done[expr] = out
+        return out
+
+
+def _is_small_leaf(expr: relax.Expr, value: relax.Expr, chain: _Chain) -> bool:
+    """Was `expr` taken as a parameter by `_Chain.collect` (smaller than the full shape)?"""
+    shape = _shape(expr)
+    return shape is not None and math.prod(shape) < math.prod(chain.shape)
+
+
+def lookup_tables(mod: tvm.IRModule) -> tuple[tvm.IRModule, int]:
+    """Rewrite each element-wise chain from one int8 value to a quantize as a table and a lookup (see the
+    module docstring); returns the module and how many chains were rewritten."""
+    main = mod["main"]
+    defs = {b.var: b.value for block in main.body.blocks for b in block.bindings}
+    mutator = _LookupTables(mod, defs)
+    new_main = mutator.visit_expr(main)
+    if not mutator.count:
+        return mod, 0
+    out = mutator.builder_.get()
+    out[out.get_global_var("main")] = new_main
+    out = relax.transform.DeadCodeElimination()(relax.transform.Normalize()(out))
+    return out, mutator.count
