@@ -11,15 +11,35 @@ operand types, for 256- and 512-bit vectors.
 
 from __future__ import annotations
 
+import importlib
+import sys
+import types
+from pathlib import Path
+
 import numpy as np
 import tvm
-import tvm.s_tir.tensor_intrin.arm_cpu  # noqa: F401  (registers dot_4x4_i8i8s32_sdot / _neon)
+import tvm.s_tir
 from tvm.s_tir import TensorIntrin
 from tvm.script import tirx as T
 
 from compile.toolchains import DotProduct
 
 ACTIVATION_OFFSET = 128  # int8 + 128 = uint8, for instructions that multiply u8 x i8
+
+
+def _import_arm_intrinsics() -> None:
+    """Register TVM's Arm intrinsics (`dot_4x4_i8i8s32_sdot` / `_neon`) without running the package
+    `tvm.s_tir.tensor_intrin`'s `__init__`, which registers every CUDA and ROCm intrinsic too: 30 to 40 s of
+    TVMScript parsing in each process that compiles (measured on this project's VM), for nothing a CPU uses."""
+    package = "tvm.s_tir.tensor_intrin"
+    if package not in sys.modules:
+        stub = types.ModuleType(package)
+        stub.__path__ = [str(Path(tvm.s_tir.__file__).parent / "tensor_intrin")]
+        sys.modules[package] = stub
+    importlib.import_module(f"{package}.arm_cpu")
+
+
+_import_arm_intrinsics()
 
 
 def _vnni_intrinsic(lanes: int) -> tuple[tvm.tirx.PrimFunc, tvm.tirx.PrimFunc]:
