@@ -32,7 +32,7 @@ from ucm.paths import DIST, INT8_ONNX, RUNS, SAMPLE_DATA
 GROUPS = (
     ("stem (conv, GroupNorm, pool)", ("stem",)),
     ("lookup tables (norms, GELU)", ("lookup",)),
-    ("conv / matmul", ("conv2d", "matmul")),
+    ("conv / matmul", ("conv2d", "matmul", "pointwise_conv")),
     ("bilinear resize (+ fused)", ("resize",)),
     ("GELU (+ fused)", ("erf",)),
     ("norms", ("mean", "variance", "norm_std", "layer_norm", "sum", "sqrt", "subtract")),

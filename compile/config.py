@@ -24,6 +24,7 @@ class CompileConfig:
     inplace: bool = True  # let verified element-wise kernels overwrite an input that dies (less RAM)
     recompute_stem: bool = True  # compile.passes.recompute_groupnorm: less RAM, the stem conv computed twice
     matmul_nchw: bool = True  # compile.passes.matmul_nchw: token matmul + transpose as one kernel (less RAM)
+    pointwise_conv: bool = True  # compile.passes.pointwise_conv: 1x1 convs tensorized as channel matmuls
     allow_float: bool = False  # quantized models: build even if some conv / matmul cannot run in integers
     ram_budget: int | None = None  # bare-metal targets: SRAM bytes the firmware links into (default: the board's)
 

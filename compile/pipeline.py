@@ -26,6 +26,7 @@ from compile.passes.mask_output import mask_output
 from compile.passes.matmul_nchw import matmul_nchw
 from compile.passes.norm_deviation import norm_deviation
 from compile.passes.op_counts import MacCount, count_mac_ops, count_ops, mac_calls
+from compile.passes.pointwise_conv import pointwise_conv
 from compile.passes.qparams_as_tensors import qparams_as_tensors
 from compile.passes.recompute_groupnorm import recompute_groupnorm
 from compile.passes.uint8_input import uint8_input
@@ -50,6 +51,8 @@ RELAX_REWRITES = (
                  "{n} conv -> GroupNorm -> max-pool chain(s) recompute the conv instead of storing it"),
     RelaxRewrite("matmul_nchw", lambda mod, target: matmul_nchw(mod, target.dot_product),
                  "{n} token matmuls write channel-first directly (no transposed copy)"),
+    RelaxRewrite("pointwise_conv", lambda mod, target: pointwise_conv(mod, target.dot_product),
+                 "{n} 1x1 convolutions as matrix products over channels, tensorized"),
 )
 
 

@@ -56,7 +56,9 @@ def test_metadata_report(bundles: dict[str, Path]) -> None:
         assert 33_000_000 < meta["macs"] < 34_500_000  # 0.0337 G MACs at 256x256
         ram = meta["ram_bytes"]
         assert ram["total"] == ram["arena"] + ram["workspace"] + ram["io"]
-        assert meta["flash_bytes"]["code"] > 10_000 and 60_000 < meta["flash_bytes"]["weights"] < 70_000
+        # int8 weights (62,935 B of parameters), and the constants of compile.passes.lookup_tables (each norm
+        # scale's 256 dequantized levels, GELU tables folded at compile time): far below float's 184 KB
+        assert meta["flash_bytes"]["code"] > 10_000 and 60_000 < meta["flash_bytes"]["weights"] < 90_000
         # the stem conv runs twice (compile.recompute_groupnorm): 8 x 256 x 256 x 27 MACs more
         assert sum(k["macs"] for k in meta["kernels"]) == meta["macs_executed"] == meta["macs"] + 14_155_776
         assert ram["total"] <= 512 * 1024 and ram["workspace"] < 64_000, name  # issue 11's goal, every target

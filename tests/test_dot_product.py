@@ -21,9 +21,9 @@ from ucm.data import load_images
 # target -> (instruction the int8 products must use, the kernels that must contain it, the share of them that
 # must): all where TVM's tensorize put it (compile.kernels.dot_product), most where LLVM's vectorizer chooses
 INSTRUCTIONS = {
-    "x86_64-vnni": (r"vpdpbusd", r"matmul_nchw\d+|stem\d+_(stats|pool)", 1.0),
-    "cortex-a76": (r"sdot", r"matmul_nchw\d+", 1.0),
-    "cortex-a72": (r"smull2?", r"matmul_nchw\d+", 1.0),  # no sdot: NEON's widening multiply, int8 -> int16
+    "x86_64-vnni": (r"vpdpbusd", r"matmul_nchw\d+|pointwise_conv\d+|stem\d+_(stats|pool)", 1.0),
+    "cortex-a76": (r"sdot", r"matmul_nchw\d+|pointwise_conv\d+", 1.0),
+    "cortex-a72": (r"smull2?", r"matmul_nchw\d+|pointwise_conv\d+", 1.0),  # no sdot: NEON's widening multiply, int8 -> int16
     "rv64gcv": (r"vw(mul|macc)(su)?\.v[vx]", r"fused_conv2d\d*_add", 0.7),  # LLVM's, from the rules' schedules
 }
 

@@ -13,13 +13,15 @@ instruction (`CompileTarget.dot_product`: x86 VNNI, Arm sdot) the reduction is t
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import tvm
 from tvm import relax, te
 from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
 from tvm.s_tir import Schedule
 
-from compile.kernels.attrs import TENSORIZED_ATTR, mark_scheduled
+from compile.kernels.attrs import LANES, TENSORIZED_ATTR, mark_scheduled
 from compile.kernels.dot_product import ACTIVATION_OFFSET, fits, offset_bias, pack_weights, padded_channels
 from compile.passes.common import Quantizer, quantizer, with_new_main
 from compile.toolchains import DotProduct
@@ -34,14 +36,30 @@ def _pattern() -> tuple[relax.dpl.DFPattern, dict]:
     return is_op("relax.reshape")(p["transpose"], p["shape"]), p
 
 
+@dataclass(frozen=True)
+class ChannelFirstInput:
+    """The input of a 1x1 convolution: [1, C, height, width], read at every `stride`-th row and column."""
+
+    height: int
+    width: int
+    stride: int
+
+
 def matmul_nchw_kernel(tokens: int, c_in: int, c_out: int, height: int, width: int,
-                       quant: Quantizer | None = None, dot: DotProduct | None = None) -> tvm.tirx.PrimFunc:
+                       quant: Quantizer | None = None, dot: DotProduct | None = None,
+                       image: ChannelFirstInput | None = None) -> tvm.tirx.PrimFunc:
     """out[0, c, h, w] = float(sum_k x[0, h*width + w, k] * W[k, c] + bias[c]) * mult[c], float32 or quantized
     by `quant`. With a dot-product instruction `dot` (where `c_in` is whole instructions deep), W comes packed
     by `compile.kernels.dot_product.pack_weights` and the reduction is tensorized with it; the bias is then
-    `offset_bias`'s."""
+    `offset_bias`'s. With `image`, x is a 1x1 convolution's channel-first input instead of tokens: each output
+    row's pixels are gathered into token layout (`rows`, one row at a time) for the products to read."""
     tensorized = fits(c_in, dot)
-    x = te.placeholder((1, tokens, c_in), "int8", name="x")
+    if image is None:
+        x = source = te.placeholder((1, tokens, c_in), "int8", name="x")
+    else:
+        source = te.placeholder((1, c_in, image.height, image.width), "int8", name="x")
+        x = te.compute((1, tokens, c_in), lambda n, t, k: source[n, k, t // width * image.stride,
+                                                                 t % width * image.stride], name="rows")
     b = te.placeholder((c_out,), "int32", name="bias")
     m = te.placeholder((c_out,), "float32", name="mult")
     if tensorized:
@@ -63,24 +81,30 @@ def matmul_nchw_kernel(tokens: int, c_in: int, c_out: int, height: int, width: i
         return v if quant is None else quant.apply(v)
 
     out = te.compute((1, c_out, height, width), value, name="out")
-    sch = Schedule(te.create_prim_func([x, w, b, m, out]))
+    sch = Schedule(te.create_prim_func([source, w, b, m, out]))
     _, c, h, _ = sch.get_loops(sch.get_sblock("out"))
     sch.reorder(h, c)
     sch.compute_at(sch.get_sblock("acc"), h)  # one image row of the matmul, in token layout
+    if image is not None and tensorized and dot.activations == "uint8":
+        sch.compute_inline(sch.get_sblock("rows"))  # gathered by the +128 stage, per row
+    elif image is not None:
+        sch.compute_at(sch.get_sblock("rows"), h)
     func = sch.mod["main"]
     if tensorized:
-        _tensorize_row(sch, h, dot)
+        _tensorize_row(sch, h, dot, gathered=image is not None)
         func = sch.mod["main"].with_attr(TENSORIZED_ATTR, dot.mnemonic)
     return mark_scheduled(func, macs=tokens * c_in * c_out, recomputed=0)
 
 
-def _tensorize_row(sch: Schedule, row: tvm.s_tir.schedule.LoopRV, dot: DotProduct) -> None:
+def _tensorize_row(sch: Schedule, row: tvm.s_tir.schedule.LoopRV, dot: DotProduct, gathered: bool) -> None:
     """Per token of the row and `dot.lanes` output channels: the reduction as dot-product instructions (the
     +128 activations, where the instruction wants them, computed once per row)."""
     if dot.activations == "uint8":
         offset = sch.get_sblock("a")
         sch.compute_at(offset, row)
-        sch.vectorize(sch.fuse(*sch.get_loops(offset)[-2:]))
+        fused = sch.fuse(*sch.get_loops(offset)[-2:])
+        # gathered from a channel-first input: vectors of LANES (a whole row's gather as one vector is huge code)
+        sch.vectorize(sch.split(fused, [None, LANES])[1] if gathered else fused)
     acc = sch.get_sblock("acc")
     token, channel, outer, inner = sch.get_loops(acc)[-4:]
     channels, lanes = sch.split(channel, [None, dot.lanes])
