@@ -48,6 +48,10 @@ class CompileTarget:
     # SIMD register file (registers x bytes) a kernel can keep accumulators in; 0: scalar only
     vector_register_bytes: int = 0
     dot_product: DotProduct | None = None  # int8 dot-product instruction of this CPU; None: none (or not used)
+    # compile.passes.lookup_tables: int8 -> int8 norm / GELU chains as tables, where they measured faster
+    # (Helium has no vector float division: M55 icount 135.3 -> 130.0 M; on AVX-512 the lookups measured slower
+    # than the vectorized chains, so not on x86; the Linux Arm / RISC-V targets are unmeasured, no board)
+    lookup_tables: bool = False
     notes: str = field(default="", compare=False)
 
     @property
@@ -163,6 +167,7 @@ TARGETS: dict[str, CompileTarget] = {
             firmware="an547",
             ram_budget=4 * 2**20,  # the SSE-300's internal SRAM on the AN547
             vector_register_bytes=8 * 16,  # Helium: 8 x 128 bits
+            lookup_tables=True,
             notes="firmware: startup, AN547 linker script and a semihosting runner; run under qemu-system-arm",
         ),
         _x86("x86_64", "this host (x86-64-v3: AVX2, FMA), for parity checks and host benchmarks", "haswell"),

@@ -4,6 +4,9 @@ quarter of their input, or that read two int8 values, are left alone."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import tvm
 from conftest import run_relax
@@ -11,6 +14,7 @@ from tvm import relax
 
 from compile.kernels.fusion import fuse, kernel_module
 from compile.passes.lookup_tables import lookup_tables
+from compile.toolchains import get_target
 
 RNG = np.random.default_rng(5)
 
@@ -95,3 +99,9 @@ def test_a_chain_of_two_int8_values_is_left_alone() -> None:
         return bb.emit(relax.op.add(_dq(bb, q), _dq(bb, other, scale=0.1)))
     _, count = lookup_tables(_module((1, 4, 16, 16), [], residual))
     assert count == 0
+
+
+def test_only_the_targets_where_tables_measured_faster_use_them(bundles: dict[str, Path]) -> None:
+    for name, bundle in bundles.items():
+        kernels = {k["name"] for k in json.loads((bundle / "metadata.json").read_text())["kernels"]}
+        assert any(k.startswith("lookup") for k in kernels) == get_target(name).lookup_tables, name
