@@ -3,7 +3,8 @@
 A norm of an int8 tensor `x = (q - zp) * s` (LayerNorm over channels, GroupNorm over groups, the plane norms)
 was computed as TVM legalizes it: every element dequantized to float and added, in order, to one float sum
 (for the mean, then again for the squared deviations). That is a chain of dependent float additions per
-element that no compiler may reorder: the norms' statistics took about a fifth of the int8 bundle's time.
+element that no compiler may reorder (the schedule rules split the long ones into partial sums, which changes
+their rounding anyway).
 
 The same statistics follow from two integer sums, `S1 = sum(q)` and `S2 = sum(q * q)`, exact in int32 and
 vectorized freely (integer addition is associative):

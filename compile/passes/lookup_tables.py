@@ -11,7 +11,9 @@ tables of TFLite and CMSIS-NN, here built at run time because a norm's statistic
 The table is computed by the same operations on the same values, so every entry, and so every element, is
 bit-identical to the chain's. A chain is rewritten only where each table entry replaces at least
 `MIN_ELEMENTS_PER_ENTRY` element evaluations (a per-token LayerNorm over 8 channels would need a table
-larger than its input).
+larger than its input). The pipeline runs this pass only for targets where it measured faster
+(`CompileTarget.lookup_tables`): a lookup is a byte gather, and where the CPU divides 16 floats per instruction
+(AVX-512) the chain itself was faster.
 """
 
 from __future__ import annotations
@@ -129,7 +131,7 @@ class _LookupTables(relax.PyExprMutator):
         value = chain.value(expr)
         if qparams(value, "relax.dequantize") is not None and _shape(value) == chain.shape:
             out = self.builder_.emit(relax.Call(value.op, [levels, *value.args[1:]], value.attrs))
-        elif op_name(value) in ELEMENTWISE and not _is_small_leaf(expr, value, chain):
+        elif op_name(value) in ELEMENTWISE and not _is_small_leaf(expr, chain):
             args = [self._table(a, chain, levels, done) for a in value.args]
             out = self.builder_.emit(relax.Call(value.op, args, value.attrs))
         elif isinstance(expr, tvm.ir.expr.Constant):
@@ -140,7 +142,7 @@ class _LookupTables(relax.PyExprMutator):
         return out
 
 
-def _is_small_leaf(expr: relax.Expr, value: relax.Expr, chain: _Chain) -> bool:
+def _is_small_leaf(expr: relax.Expr, chain: _Chain) -> bool:
     """Was `expr` taken as a parameter by `_Chain.collect` (smaller than the full shape)?"""
     shape = _shape(expr)
     return shape is not None and math.prod(shape) < math.prod(chain.shape)
