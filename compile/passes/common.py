@@ -53,6 +53,17 @@ def qparams(expr: relax.Expr, op: str) -> Quantizer | None:
     return Quantizer(scale, int(zp), str(dtype))
 
 
+def definitions(func: relax.Function) -> dict[relax.Var, tuple[int, relax.Expr]]:
+    """Each variable bound in `func`: (binding position, bound value)."""
+    bindings = [b for block in func.body.blocks for b in block.bindings]
+    return {b.var: (i, b.value) for i, b in enumerate(bindings)}
+
+
+def bound_value(expr: relax.Expr, defs: dict[relax.Var, tuple[int, relax.Expr]]) -> relax.Expr:
+    """The value a variable of `defs` is bound to; any other expression itself."""
+    return defs[expr][1] if isinstance(expr, relax.Var) and expr in defs else expr
+
+
 def with_new_main(builder: relax.BlockBuilder, main: relax.Function) -> tvm.IRModule:
     """The module a rewrite built: `builder` (made from the original module, holding the kernels the rewrite
     added) with `main` replaced by the rewritten one."""

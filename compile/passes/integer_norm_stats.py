@@ -28,7 +28,7 @@ import tvm
 from tvm import relax, te
 
 from compile.kernels.attrs import OpPattern
-from compile.passes.common import op_name, qparams
+from compile.passes.common import bound_value, op_name, qparams
 from compile.passes.norm_deviation import find_norms, rebind
 
 MEAN_KERNEL, STD_KERNEL = "norm_mean_int8", "norm_std_int8"
@@ -82,7 +82,7 @@ def norm_std_kernel(shape: tuple[int, ...], axes: tuple[int, ...], dtype: str, e
 def _int8_source(x: relax.Expr, defs: dict) -> tuple[relax.Expr, float, int] | None:
     """(q, scale, zp) if `x` is `dequantize(q)` of an int8 / uint8 q with one scale and zero point, or the sum
     `dequantize(q) + dequantize(q)` of two such of one q (then scale doubled); else None."""
-    value = defs[x][1] if isinstance(x, relax.Var) and x in defs else x
+    value = bound_value(x, defs)
     if op_name(value) == "relax.add":
         a, b = (_int8_source(arg, defs) for arg in value.args)
         if a is None or b is None or not a[0].same_as(b[0]) or a[1:] != b[1:]:

@@ -25,7 +25,7 @@ import tvm
 from tvm import relax, te
 
 from compile.kernels.attrs import OpPattern
-from compile.passes.common import op_name, qparams
+from compile.passes.common import bound_value, definitions, op_name, qparams
 
 ELEMENTWISE = ("relax.add", "relax.subtract", "relax.multiply", "relax.divide", "relax.erf", "relax.tanh",
                "relax.exp", "relax.sigmoid", "relax.sqrt", "relax.nn.relu", "relax.maximum", "relax.minimum",
@@ -61,16 +61,14 @@ def _shape(expr: relax.Expr) -> tuple[int, ...] | None:
 class _Chain:
     """The leaves of a chain whose full-size inputs all dequantize one int8 value `q`."""
 
-    def __init__(self, shape: tuple[int, ...], defs: dict[relax.Var, relax.Expr]) -> None:
+    def __init__(self, shape: tuple[int, ...], defs: dict[relax.Var, tuple[int, relax.Expr]]) -> None:
         self.shape, self.defs = shape, defs
         self.q: relax.Expr | None = None
+        self.parameters: set[relax.Expr] = set()  # the small inputs, broadcast over the int8 value's axes
         self.table = [1] * len(shape)  # the parameter axes: where a small input varies
 
-    def value(self, expr: relax.Expr) -> relax.Expr:
-        return self.defs.get(expr, expr) if isinstance(expr, relax.Var) else expr
-
     def collect(self, expr: relax.Expr, depth: int = 16) -> bool:
-        value = self.value(expr)
+        value = bound_value(expr, self.defs)
         quant = qparams(value, "relax.dequantize")
         if quant is not None and quant.dtype in ("int8", "uint8") and _shape(value) == self.shape:
             self.q = value.args[0] if self.q is None else self.q
@@ -88,12 +86,13 @@ class _Chain:
         if any(d not in (1, full) for d, full in zip(aligned, self.shape)) or aligned == self.shape:
             return False
         self.table = [max(t, d) for t, d in zip(self.table, aligned)]
+        self.parameters.add(expr)
         return True
 
 
 @relax.expr_functor.mutator
 class _LookupTables(relax.PyExprMutator):
-    def __init__(self, mod: tvm.IRModule, defs: dict[relax.Var, relax.Expr]) -> None:
+    def __init__(self, mod: tvm.IRModule, defs: dict[relax.Var, tuple[int, relax.Expr]]) -> None:
         super().__init__(mod)
         self.defs = defs
         self.kernels: dict[tuple, relax.GlobalVar] = {}
@@ -128,32 +127,25 @@ class _LookupTables(relax.PyExprMutator):
         parameter given that axis too."""
         if expr in done:
             return done[expr]
-        value = chain.value(expr)
-        if qparams(value, "relax.dequantize") is not None and _shape(value) == chain.shape:
+        value = bound_value(expr, chain.defs)
+        if isinstance(expr, tvm.ir.expr.Constant):
+            out = relax.const(expr.value.numpy()[..., None]) if expr.value.numpy().ndim else expr
+        elif expr in chain.parameters:
+            out = self.builder_.emit(relax.op.expand_dims(self.visit_expr(expr), axis=[-1]))
+        elif op_name(value) == "relax.dequantize":  # of the int8 value: all its levels
             out = self.builder_.emit(relax.Call(value.op, [levels, *value.args[1:]], value.attrs))
-        elif op_name(value) in ELEMENTWISE and not _is_small_leaf(expr, chain):
+        else:  # an element-wise op of the chain
             args = [self._table(a, chain, levels, done) for a in value.args]
             out = self.builder_.emit(relax.Call(value.op, args, value.attrs))
-        elif isinstance(expr, tvm.ir.expr.Constant):
-            out = relax.const(expr.value.numpy()[..., None]) if expr.value.numpy().ndim else expr
-        else:
-            out = self.builder_.emit(relax.op.expand_dims(self.visit_expr(expr), axis=[-1]))
         done[expr] = out
         return out
-
-
-def _is_small_leaf(expr: relax.Expr, chain: _Chain) -> bool:
-    """Was `expr` taken as a parameter by `_Chain.collect` (smaller than the full shape)?"""
-    shape = _shape(expr)
-    return shape is not None and math.prod(shape) < math.prod(chain.shape)
 
 
 def lookup_tables(mod: tvm.IRModule) -> tuple[tvm.IRModule, int]:
     """Rewrite each element-wise chain from one int8 value to a quantize as a table and a lookup (see the
     module docstring); returns the module and how many chains were rewritten."""
     main = mod["main"]
-    defs = {b.var: b.value for block in main.body.blocks for b in block.bindings}
-    mutator = _LookupTables(mod, defs)
+    mutator = _LookupTables(mod, definitions(main))
     new_main = mutator.visit_expr(main)
     if not mutator.count:
         return mod, 0

@@ -23,7 +23,7 @@ from tvm import relax, te
 from tvm_ffi import structural_equal
 
 from compile.kernels.attrs import OpPattern
-from compile.passes.common import op_name, scalar, with_new_main
+from compile.passes.common import bound_value, definitions, op_name, scalar, with_new_main
 
 KERNEL_NAME = "norm_std"
 
@@ -48,37 +48,26 @@ def norm_std_kernel(shape: tuple[int, ...], axes: tuple[int, ...], eps: float) -
         "op_pattern", int(OpPattern.COMM_REDUCE))
 
 
-def _definitions(func: relax.Function) -> dict[relax.Var, tuple[int, relax.Expr]]:
-    """Each variable bound in `func`: (binding position, bound value)."""
-    bindings = [b for block in func.body.blocks for b in block.bindings]
-    return {b.var: (i, b.value) for i, b in enumerate(bindings)}
-
-
 def _same_value(a: relax.Expr, b: relax.Expr, defs: dict, depth: int = 4) -> bool:
     """Do `a` and `b` compute the same value: the same variable, or the same op with the same attributes on
     arguments that compute the same values (per-reader copies of one dequantize / residual add)?"""
     if a.same_as(b):
         return True
-    a = defs[a][1] if isinstance(a, relax.Var) and a in defs else a
-    b = defs[b][1] if isinstance(b, relax.Var) and b in defs else b
+    a, b = bound_value(a, defs), bound_value(b, defs)
     if isinstance(a, relax.Call) and isinstance(b, relax.Call) and depth > 0:
         return (a.op.same_as(b.op) and len(a.args) == len(b.args) and structural_equal(a.attrs, b.attrs)
                 and all(_same_value(x, y, defs, depth - 1) for x, y in zip(a.args, b.args)))
     return not isinstance(a, (relax.Var, relax.Call)) and structural_equal(a, b)  # constants, shapes
 
 
-def _value(expr: relax.Expr, defs: dict) -> relax.Expr:
-    return defs[expr][1] if isinstance(expr, relax.Var) and expr in defs else expr
-
-
 def _std_of(value: relax.Expr, defs: dict) -> tuple[relax.Expr, tuple[int, ...], float] | None:
     """(x, axes, eps) if `value` is sqrt(variance(x, axes, keepdims) + eps) of a float32 x, else None."""
     if op_name(value) != "relax.sqrt":
         return None
-    add = _value(value.args[0], defs)
+    add = bound_value(value.args[0], defs)
     if op_name(add) != "relax.add":
         return None
-    variance, eps = _value(add.args[0], defs), scalar(add.args[1])
+    variance, eps = bound_value(add.args[0], defs), scalar(add.args[1])
     if op_name(variance) != "relax.variance" or eps is None or not variance.attrs.keepdims:
         return None
     x = variance.args[0]
@@ -102,7 +91,7 @@ class Norm:
 def find_norms(main: relax.Function) -> tuple[list[Norm], dict[relax.Var, tuple[int, relax.Expr]]]:
     """Each norm of `main` whose mean is computed before its standard deviation, and `main`'s bindings
     (variable: (position, value))."""
-    defs = _definitions(main)
+    defs = definitions(main)
     means = [(pos, var, value) for var, (pos, value) in defs.items()
              if op_name(value) == "relax.mean" and value.attrs.keepdims]
     norms = []
