@@ -1,9 +1,9 @@
-"""python -m bench.profile --board NAME [--n N] [--repeat R] [--bundle-dir DIR] [--top K] [--json OUT]
+"""python -m bench.profile --board NAME [--float] [--n N] [--repeat R] [--bundle-dir DIR] [--top K] [--json OUT]
 
 Where the time goes on a board: builds the bundle's profiling runner (`make profile`: every kernel call
 timed with the board's clock), runs it there on sample images and prints the time per kernel group and the
-costliest kernels, with the board's CPU. On a QEMU -icount board (mps3-an547) the counts are executed
-instructions (QEMU icount), deterministic and not cycles; on Linux boards they are wall-clock nanoseconds.
+costliest kernels, with the board's CPU (`--float`: the float model's bundle, dist/<target>-float). On a
+QEMU -icount board (mps3-an547) the counts are executed instructions (QEMU icount), deterministic and not cycles; on Linux boards they are wall-clock nanoseconds.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from targets.transport_qemu_system import icount_instructions
 from ucm.data import load_images
 from ucm.errors import UserError, run_command
 from ucm.files import atomic_write_json
-from ucm.paths import DIST, INT8_ONNX, RUNS, SAMPLE_DATA
+from ucm.paths import DIST, FLOAT_ONNX, INT8_ONNX, RUNS, SAMPLE_DATA
 
 # Kernel groups by the ops TVM fused into a kernel's name, first match wins (a norm that ends in a quantize
 # is a norm; a resize fused with a transpose is a resize).
@@ -82,12 +82,13 @@ def read_profile(path: Path) -> tuple[int, int, list[tuple[str, int]]]:
 
 def profile_board(board_name: str, n: int = 2, repeat: int = 1, bundle_dir: Path | None = None,
                   out: Path | None = None, boards_dir: Path = BOARDS_DIR, host: str | None = None,
-                  emulate: bool = False, trust_new_host: bool = False) -> Profile:
+                  emulate: bool = False, trust_new_host: bool = False, float_model: bool = False) -> Profile:
     board, emulated = resolve_board(board_name, boards_dir, host, emulate)
     target = get_target(board.target)
-    bundle_dir = bundle_dir or DIST / board.target
-    out = out or RUNS / f"profile-{board.name}"
-    meta = ensure_bundle(board.target, INT8_ONNX, bundle_dir)
+    suffix = "-float" if float_model else ""
+    bundle_dir = bundle_dir or DIST / f"{board.target}{suffix}"
+    out = out or RUNS / f"profile-{board.name}{suffix}"
+    meta = ensure_bundle(board.target, FLOAT_ONNX if float_model else INT8_ONNX, bundle_dir)
     run_make(bundle_dir, target, ["profile"])
     runner = bundle_dir / target.profiled_runner
     names, images = load_images(SAMPLE_DATA, meta["input"]["height"], n)
@@ -132,9 +133,11 @@ def format_profile(profile: Profile, top: int = 10) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__.split("\n\n")[1].split("\n")[0])
     parser.add_argument("--board", required=True, help="a board name (python -m targets list) or a board TOML file")
+    parser.add_argument("--float", dest="float_model", action="store_true",
+                        help="profile the float model's bundle (dist/<target>-float) instead of the int8 one")
     parser.add_argument("--n", type=int, default=2, help="sample images to run (default 2)")
     parser.add_argument("--repeat", type=int, default=1, help="runs per image (default 1; QEMU icount needs no more)")
-    parser.add_argument("--bundle-dir", type=Path, default=None, help="bundle folder (default dist/<target>)")
+    parser.add_argument("--bundle-dir", type=Path, default=None, help="bundle folder (default dist/<target>[-float])")
     parser.add_argument("--out", type=Path, default=None, help="results folder (default runs/profile-<board>)")
     parser.add_argument("--host", default=None, help="USER@HOST[:PORT] of the board (overrides its TOML)")
     parser.add_argument("--emulate", action="store_true", help="run under QEMU even if the board has a host")
@@ -147,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _profile(args: argparse.Namespace) -> int:
     profile = profile_board(args.board, args.n, args.repeat, args.bundle_dir, args.out, host=args.host,
-                            emulate=args.emulate, trust_new_host=args.trust_new_host)
+                            emulate=args.emulate, trust_new_host=args.trust_new_host, float_model=args.float_model)
     print(format_profile(profile, args.top))
     if args.json:
         atomic_write_json(args.json, {**profile.__dict__, "unit": profile.unit,

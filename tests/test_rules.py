@@ -10,6 +10,7 @@ import tvm
 from tvm import relax
 from tvm.s_tir import Schedule
 
+from compile.kernels.codegen import workspace_bytes
 from compile.kernels.fusion import fuse
 from compile.kernels.rules import rule_schedule, schedule_accumulate_rows
 
@@ -91,3 +92,38 @@ def test_a_value_a_resize_reads_is_computed_once() -> None:
     x = RNG.standard_normal((1, C, H, W)).astype(np.float32)
     np.testing.assert_array_equal(_run(scheduled, x, out_shape=(1, C, 2 * H, 2 * W), dtype="float32"),
                                   _run(func, x, out_shape=(1, C, 2 * H, 2 * W), dtype="float32"))
+
+
+def _resize_then_tokens_kernel() -> tvm.tirx.PrimFunc:
+    """One fused decoder kernel: an int8 value upsampled 2x, ReLU, quantized, transposed into tokens."""
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, C, H, W), "float32"))
+    scale, zero = relax.const(np.float32(0.05)), relax.const(np.int8(0))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            q = bb.emit(relax.op.quantize(relax.op.multiply(x, relax.const(np.float32(0.5))), scale, zero, axis=1,
+                                          out_dtype="int8"))
+            up = bb.emit(relax.op.image.resize2d(relax.op.dequantize(q, scale, zero, axis=1), (2 * H, 2 * W),
+                                                 method="linear", coordinate_transformation_mode="half_pixel"))
+            q2 = bb.emit(relax.op.quantize(relax.op.nn.relu(up), scale, zero, axis=1, out_dtype="int8"))
+            tokens = bb.emit(relax.op.permute_dims(relax.op.reshape(q2, (1, C, 4 * H * W)), [0, 2, 1]))
+            out = bb.emit_output(tokens)
+        bb.emit_func_output(out)
+    fused, _ = fuse(bb.get())
+    return next(f for f in fused.functions.values() if isinstance(f, tvm.tirx.PrimFunc))
+
+
+def test_a_resize_result_is_computed_by_rows_in_vectors() -> None:
+    """The upsampled int8 value is computed one image row at a time (a row buffer, not the whole tensor),
+    split by parity so that all but the first and last vectors of a row read consecutive columns."""
+    func = _resize_then_tokens_kernel()
+    scheduled = rule_schedule(func, macs=0)
+    x = RNG.standard_normal((1, C, H, W)).astype(np.float32)
+    shape = (1, 4 * H * W, C)
+    np.testing.assert_array_equal(_run(scheduled, x, out_shape=shape, dtype="int8"),
+                                  _run(func, x, out_shape=shape, dtype="int8"))
+    script = scheduled.script()
+    assert script.count("T.vectorized(T.int64(8))") == 3  # 2W = 64 columns: 4 vectors of 8 per parity, the
+    assert script.count("_partition") == 3                # first, the middle two and the last in 3 loops
+    sizes = workspace_bytes(tvm.IRModule({"main": scheduled.with_attr("global_symbol", "main")}))
+    assert sizes["main"] <= C * H * W + C * 2 * W, sizes  # the int8 input once, one upsampled row

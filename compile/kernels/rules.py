@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import tvm
 from tvm.s_tir import Schedule, ScheduleError
+from tvm.s_tir.transform import StmtSimplify
 
 from compile.kernels.attrs import LANES
+from compile.kernels.resize_rows import compute_rows, has_resize, resize_inputs, resize_outputs, vectorize_by_parity
 
 
 def inline_elementwise(func: tvm.tirx.PrimFunc, keep: tuple[str, ...] = ()) -> tvm.tirx.PrimFunc:
@@ -56,8 +58,9 @@ def schedule_epilogues_per_element(func: tvm.tirx.PrimFunc, vectorize: bool = Tr
     """The rule for the other kernels: `inline_elementwise`, then a reduction's element-wise consumer
     (max-pool -> ReLU), which cannot be inlined into it, is computed right after each reduced element, so
     their intermediate is one element instead of a tensor; long reductions become vector partial sums.
-    An 8-bit value a resize reads is computed once into a buffer, not once for each tap of each output."""
-    sch = Schedule(inline_elementwise(func, keep=_read_by_resize(func)))
+    A resize's 8-bit input is computed once into a buffer, its 8-bit result row by row
+    (`compile.kernels.resize_rows`)."""
+    sch = _inlined_around_resizes(func, vectorize)
     if not _has_root(sch):
         return sch.mod["main"]
     if vectorize:
@@ -78,6 +81,21 @@ def schedule_epilogues_per_element(func: tvm.tirx.PrimFunc, vectorize: bool = Tr
     return sch.mod["main"]
 
 
+def _inlined_around_resizes(func: tvm.tirx.PrimFunc, vectorize: bool) -> Schedule:
+    """`inline_elementwise`, except for a resize's 8-bit input and (when vectorizing) its 8-bit result
+    computed by rows; the result is inlined after all where it cannot be computed by rows."""
+    sch = Schedule(func)
+    if not _has_root(sch):
+        return sch
+    inputs, outputs = resize_inputs(sch), resize_outputs(sch) if vectorize else ()
+    if outputs:  # index arithmetic simplified, so that each row's buffer is compacted to one row
+        inlined = inline_elementwise(func, keep=inputs + outputs)
+        rows = Schedule(StmtSimplify()(tvm.IRModule({"main": inlined}))["main"])
+        if compute_rows(rows, outputs):
+            return rows
+    return Schedule(inline_elementwise(func, keep=inputs))
+
+
 def _reductions_at(sch: Schedule, consumer) -> None:
     """A consumer of several reductions (a variance's sum and sum of squares) cannot move under one of them:
     they all move under its innermost loop instead, so each intermediate is one element, not a tensor."""
@@ -89,25 +107,6 @@ def _reductions_at(sch: Schedule, consumer) -> None:
                 continue
 
 
-def _read_by_resize(func: tvm.tirx.PrimFunc) -> tuple[str, ...]:
-    """The blocks that write an 8-bit value a bilinear resize reads (through its dequantize). Inlined, the
-    value and everything computed before it in the kernel (a whole GroupNorm) would be computed again for
-    every tap of every output: 16 times per input element for a 2x upsample."""
-    sch = Schedule(func)
-    if not _has_root(sch):
-        return ()
-    kept = []
-    for block in sch.get_child_blocks(sch.get_sblock("root")):
-        if not sch.get(block).name_hint.startswith("resize"):
-            continue
-        producers = sch.get_producers(block)
-        while len(producers) == 1 and str(sch.get(producers[0]).writes[0].source.dtype) == "float32":
-            producers = sch.get_producers(producers[0])
-        if len(producers) == 1 and str(sch.get(producers[0]).writes[0].source.dtype) in ("int8", "uint8"):
-            kept.append(sch.get(producers[0]).name_hint)
-    return tuple(kept)
-
-
 def schedule_accumulate_rows(func: tvm.tirx.PrimFunc, vectorize: bool = True) -> tvm.tirx.PrimFunc:
     """The rule for a convolution / matrix-product kernel (after `inline_elementwise`): the reduction loops
     move inside the row loop, around the innermost output axis, and the epilogue (bias add, cast, rescale)
@@ -117,6 +116,7 @@ def schedule_accumulate_rows(func: tvm.tirx.PrimFunc, vectorize: bool = True) ->
     it reads, except in a depthwise conv, which runs channel by channel and pads each input plane once.
     `vectorize=False` for TVM's C code generator, which has no vector types (GCC auto-vectorizes the same
     loops)."""
+    resized = has_resize(Schedule(func))
     sch = Schedule(inline_elementwise(func, keep=("pad_temp",)))
     children = sch.get_child_blocks(sch.get_sblock("root"))
     pads = [b for b in children if sch.get(b).name_hint == "pad_temp"]
@@ -151,6 +151,8 @@ def schedule_accumulate_rows(func: tvm.tirx.PrimFunc, vectorize: bool = True) ->
         sch.reverse_compute_at(consumer, inner_most)
     for pad in pads:  # the padded input this row (or channel) needs, not the whole padded input
         sch.compute_at(pad, pad_at)
+        if lanes and resized:  # an upsample merged into the convolution's input (merge_prologue)
+            _vectorize_by_parity(sch, pad)
     if lanes:
         sch.vectorize(_inner)
     sch.decompose_reduction(block, reduce_[0])
@@ -159,6 +161,13 @@ def schedule_accumulate_rows(func: tvm.tirx.PrimFunc, vectorize: bool = True) ->
             _, vector = sch.split(sch.get_loops(consumer)[-1], [None, lanes])
             sch.vectorize(vector)
     return sch.mod["main"]
+
+
+def _vectorize_by_parity(sch: Schedule, block) -> None:
+    try:
+        vectorize_by_parity(sch, block)
+    except ScheduleError:
+        pass  # the row stays scalar
 
 
 def _one_input_channel(sch: Schedule, block, reduce_: list) -> bool:

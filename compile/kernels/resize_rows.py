@@ -1,0 +1,115 @@
+"""Schedule rules for kernels with a 2x bilinear upsample (`compile.kernels.resize`): its input is stored once,
+and its output is computed row by row in vectors.
+
+An output pixel `x` reads input columns `(x - 1) // 2` and the next one, clamped to the row: inlined into a
+vector loop over `x`, these indices are no ramp, so each tap of each lane is a scalar load and the arithmetic
+runs one element at a time. Split by the parity of `x` (`x = 2 i + p`, `p` outside), the taps are `i - 1 + p`
+and `i + p`: consecutive along `i` wherever the clamps do nothing, which is every vector but the first and the
+last of a row (TVM's loop_partition separates those; its simplifier then drops the clamps). Each element is
+computed as before, so the output is bit-identical. (loop_partition's copies of a block share its iteration
+variables: TVM lowers the result, but a new Schedule refuses it: nothing builds one from a scheduled kernel.)
+
+In the decoder's kernels the upsample's int8 result is then transposed into the mixer's token layout: that
+value is computed one image row at a time into a row buffer (in the upsample's order, vectorized as above)
+and copied to the tokens from there.
+"""
+
+from __future__ import annotations
+
+from tvm.s_tir import Schedule, ScheduleError
+
+from compile.kernels.attrs import LANES
+
+_INT8 = ("int8", "uint8")
+
+
+def _resize_blocks(sch: Schedule) -> list:
+    return [b for b in sch.get_child_blocks(sch.get_sblock("root")) if sch.get(b).name_hint.startswith("resize")]
+
+
+def _dtype(sch: Schedule, block) -> str:
+    return str(sch.get(block).writes[0].source.dtype)
+
+
+def has_resize(sch: Schedule) -> bool:
+    return bool(_resize_blocks(sch))
+
+
+def resize_inputs(sch: Schedule) -> tuple[str, ...]:
+    """The blocks that write an 8-bit value a resize reads (through its dequantize). Inlined, the value and
+    everything computed before it in the kernel (a whole GroupNorm) would be computed again for every tap of
+    every output: 16 times per input element."""
+    kept = []
+    for block in _resize_blocks(sch):
+        producers = sch.get_producers(block)
+        while len(producers) == 1 and _dtype(sch, producers[0]) == "float32":
+            producers = sch.get_producers(producers[0])
+        if len(producers) == 1 and _dtype(sch, producers[0]) in _INT8:
+            kept.append(sch.get(producers[0]).name_hint)
+    return tuple(kept)
+
+
+def resize_outputs(sch: Schedule) -> tuple[str, ...]:
+    """The blocks that quantize a resize's result (after its float element-wise readers: ReLU, the skip
+    addition), and the block that writes the kernel's output from there (a transpose), if another one."""
+    kept = []
+    outputs = {sch.get(b).name_hint for b in sch.get_output_blocks(sch.get_sblock("root"))}
+    for block in _resize_blocks(sch):
+        consumers = sch.get_consumers(block)
+        while len(consumers) == 1 and _dtype(sch, consumers[0]) == "float32":
+            consumers = sch.get_consumers(consumers[0])
+        if len(consumers) == 1 and _dtype(sch, consumers[0]) in _INT8:
+            kept.append(sch.get(consumers[0]).name_hint)
+    if kept:
+        kept += sorted(outputs - set(kept))
+    return tuple(kept)
+
+
+def _lanes(extent: int) -> int | None:
+    """Vector width for an upsampled row of `extent` pixels: the widest that leaves at least one vector of
+    each half row clear of the clamps (None if none does: such a row is too short to gain)."""
+    half = extent // 2
+    return next((v for v in (LANES, 8, 4) if extent % 2 == 0 and half % v == 0 and half // v >= 3), None)
+
+
+def vectorize_by_parity(sch: Schedule, block) -> None:
+    """Split the block's innermost (upsampled) loop by parity, the half-resolution loop inside, in vectors;
+    the first and last vectors of a row in their own loops, so the others read consecutive columns."""
+    x = sch.get_loops(block)[-1]
+    lanes = _lanes(int(sch.get(x).extent))
+    if lanes is None:
+        return
+    i, p = sch.split(x, [None, 2])
+    sch.reorder(p, i)
+    vectors, _ = sch.split(i, [None, lanes])
+    count = int(sch.get(vectors).extent)
+    for part in sch.loop_partition(vectors, [1, count - 2, None]):
+        for inner in sch.get_child_blocks(part):
+            sch.vectorize(sch.get_loops(inner)[-1])
+
+
+def compute_rows(sch: Schedule, kept: tuple[str, ...]) -> bool:
+    """Each kept resize result that the kernel's output block transposes is computed one row at a time under
+    that block's loop over a row of tokens; each is vectorized by parity. False if one cannot be placed
+    (it would be a whole tensor in scratch memory)."""
+    outputs = {sch.get(b).name_hint for b in sch.get_output_blocks(sch.get_sblock("root"))}
+    for name in kept:
+        block = sch.get_sblock(name)
+        if name not in outputs:
+            shape = [int(d) for d in sch.get(block).writes[0].source.shape]
+            consumers = sch.get_consumers(block)
+            if len(consumers) != 1 or len(shape) != 4 or _lanes(shape[3]) is None:
+                return False
+            tokens = [lp for lp in sch.get_loops(consumers[0]) if int(sch.get(lp).extent) == shape[2] * shape[3]]
+            if len(tokens) != 1:
+                return False
+            try:
+                row, _ = sch.split(tokens[0], [None, shape[3]])
+                sch.compute_at(block, row)
+            except ScheduleError:
+                return False
+        try:
+            vectorize_by_parity(sch, block)
+        except ScheduleError:
+            continue  # computed by rows all the same, in scalars
+    return True
