@@ -9,6 +9,7 @@ from tvm import relax
 
 from compile.kernels.attrs import KERNEL_PREFIX, MACS_ATTR, OpPattern
 from compile.kernels.merge_prologue import merge_prologue
+from compile.kernels.reciprocal import legalize_divide, legalize_quantize
 from compile.kernels.resize import legalize_resize2d
 
 
@@ -20,7 +21,8 @@ def fuse(mod: tvm.IRModule) -> tuple[tvm.IRModule, dict[str, int]]:
     with tvm.target.Target({"kind": "c"}):
         grouped = tvm.transform.Sequential([
             relax.transform.FastMathTransform(),  # erf / exp / tanh as TOPI's vectorizable approximations
-            relax.transform.LegalizeOps({"relax.image.resize2d": legalize_resize2d}),
+            relax.transform.LegalizeOps({"relax.image.resize2d": legalize_resize2d,
+                                         "relax.quantize": legalize_quantize, "relax.divide": legalize_divide}),
             relax.transform.AnnotateTIROpPattern(),
             _dequantize_fuses_forward,
             relax.transform.FoldConstant(),

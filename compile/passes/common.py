@@ -4,25 +4,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import tvm
-from tvm import relax, te
+from tvm import relax
+
+from compile.kernels.reciprocal import quantize_value
 
 
 @dataclass(frozen=True)
 class Quantizer:
-    """A per-tensor `relax.quantize`: out = clip(round(x / scale) + zero_point) in `dtype`."""
+    """A per-tensor `relax.quantize`: out = clip(round(x * (1 / scale)) + zero_point) in `dtype`."""
 
     scale: float
     zero_point: int
     dtype: str
 
     def apply(self, value: tvm.tirx.PrimExpr) -> tvm.tirx.PrimExpr:
-        """The quantize of a float32 value, as TVM legalizes `relax.quantize` (so fused and separate agree)."""
-        info = np.iinfo(self.dtype)
-        q = te.round(value / tvm.tirx.const(self.scale, "float32")) + tvm.tirx.const(self.zero_point, "float32")
-        low, high = tvm.tirx.const(info.min, "float32"), tvm.tirx.const(info.max, "float32")
-        return tvm.tirx.Min(tvm.tirx.Max(q, low), high).astype(self.dtype)
+        """The quantize of a float32 value, as `compile.kernels.reciprocal` legalizes `relax.quantize` (so
+        fused and separate agree)."""
+        return quantize_value(value, tvm.tirx.const(self.scale, "float32"),
+                              tvm.tirx.const(self.zero_point, "float32"), self.dtype)
 
 
 def op_name(expr: relax.Expr) -> str | None:
