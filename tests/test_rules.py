@@ -117,7 +117,8 @@ def test_a_resize_result_is_computed_by_rows_in_vectors() -> None:
     """The upsampled int8 value is computed one image row at a time (a row buffer, not the whole tensor),
     split by parity so that all but the first and last vectors of a row read consecutive columns."""
     func = _resize_then_tokens_kernel()
-    scheduled = rule_schedule(func, macs=0)
+    assert "T.vectorized" not in rule_schedule(func, macs=0).script()  # a target without `resize_rows`
+    scheduled = rule_schedule(func, macs=0, resize_rows=True)
     x = RNG.standard_normal((1, C, H, W)).astype(np.float32)
     shape = (1, 4 * H * W, C)
     np.testing.assert_array_equal(_run(scheduled, x, out_shape=shape, dtype="int8"),

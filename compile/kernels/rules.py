@@ -54,13 +54,14 @@ def _vector_partial_sums(sch: Schedule) -> None:
             continue
 
 
-def schedule_epilogues_per_element(func: tvm.tirx.PrimFunc, vectorize: bool = True) -> tvm.tirx.PrimFunc:
+def schedule_epilogues_per_element(func: tvm.tirx.PrimFunc, vectorize: bool = True,
+                                   resize_rows: bool = False) -> tvm.tirx.PrimFunc:
     """The rule for the other kernels: `inline_elementwise`, then a reduction's element-wise consumer
     (max-pool -> ReLU), which cannot be inlined into it, is computed right after each reduced element, so
     their intermediate is one element instead of a tensor; long reductions become vector partial sums.
-    A resize's 8-bit input is computed once into a buffer, its 8-bit result row by row
+    A resize's 8-bit input is computed once into a buffer; with `resize_rows`, its 8-bit result row by row
     (`compile.kernels.resize_rows`)."""
-    sch = _inlined_around_resizes(func, vectorize)
+    sch = _inlined_around_resizes(func, vectorize and resize_rows)
     if not _has_root(sch):
         return sch.mod["main"]
     if vectorize:
@@ -81,13 +82,13 @@ def schedule_epilogues_per_element(func: tvm.tirx.PrimFunc, vectorize: bool = Tr
     return sch.mod["main"]
 
 
-def _inlined_around_resizes(func: tvm.tirx.PrimFunc, vectorize: bool) -> Schedule:
-    """`inline_elementwise`, except for a resize's 8-bit input and (when vectorizing) its 8-bit result
-    computed by rows; the result is inlined after all where it cannot be computed by rows."""
+def _inlined_around_resizes(func: tvm.tirx.PrimFunc, rows: bool) -> Schedule:
+    """`inline_elementwise`, except for a resize's 8-bit input and (with `rows`) its 8-bit result computed by
+    rows; the result is inlined after all where it cannot be computed by rows."""
     sch = Schedule(func)
     if not _has_root(sch):
         return sch
-    inputs, outputs = resize_inputs(sch), resize_outputs(sch) if vectorize else ()
+    inputs, outputs = resize_inputs(sch), resize_outputs(sch) if rows else ()
     if outputs:  # index arithmetic simplified, so that each row's buffer is compacted to one row
         inlined = inline_elementwise(func, keep=inputs + outputs)
         rows = Schedule(StmtSimplify()(tvm.IRModule({"main": inlined}))["main"])
@@ -107,7 +108,8 @@ def _reductions_at(sch: Schedule, consumer) -> None:
                 continue
 
 
-def schedule_accumulate_rows(func: tvm.tirx.PrimFunc, vectorize: bool = True) -> tvm.tirx.PrimFunc:
+def schedule_accumulate_rows(func: tvm.tirx.PrimFunc, vectorize: bool = True,
+                             resize_rows: bool = False) -> tvm.tirx.PrimFunc:
     """The rule for a convolution / matrix-product kernel (after `inline_elementwise`): the reduction loops
     move inside the row loop, around the innermost output axis, and the epilogue (bias add, cast, rescale)
     runs per row. The int32 accumulator then holds one output row instead of the whole output (workspace
@@ -116,7 +118,7 @@ def schedule_accumulate_rows(func: tvm.tirx.PrimFunc, vectorize: bool = True) ->
     it reads, except in a depthwise conv, which runs channel by channel and pads each input plane once.
     `vectorize=False` for TVM's C code generator, which has no vector types (GCC auto-vectorizes the same
     loops)."""
-    resized = has_resize(Schedule(func))
+    resized = resize_rows and has_resize(Schedule(func))
     sch = Schedule(inline_elementwise(func, keep=("pad_temp",)))
     children = sch.get_child_blocks(sch.get_sblock("root"))
     pads = [b for b in children if sch.get(b).name_hint == "pad_temp"]
@@ -186,12 +188,14 @@ def _has_root(sch: Schedule) -> bool:
     return True
 
 
-def rule_schedule(func: tvm.tirx.PrimFunc, macs: int, vectorize: bool = True) -> tvm.tirx.PrimFunc:
+def rule_schedule(func: tvm.tirx.PrimFunc, macs: int, vectorize: bool = True,
+                  resize_rows: bool = False) -> tvm.tirx.PrimFunc:
     """The rule for one kernel: `schedule_accumulate_rows` if it multiplies and accumulates, else
-    `schedule_epilogues_per_element`; TVM's plain inlining where a loop nest does not fit the rule."""
+    `schedule_epilogues_per_element`; TVM's plain inlining where a loop nest does not fit the rule.
+    `resize_rows`: upsamples by rows (`CompileTarget.resize_rows`)."""
     try:
         if macs > 0:
-            return schedule_accumulate_rows(func, vectorize)
-        return schedule_epilogues_per_element(func, vectorize)
+            return schedule_accumulate_rows(func, vectorize, resize_rows)
+        return schedule_epilogues_per_element(func, vectorize, resize_rows)
     except ScheduleError:
         return inline_elementwise(func)

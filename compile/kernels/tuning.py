@@ -52,5 +52,6 @@ def schedule_kernels(kmod: tvm.IRModule, database: ms.Database | None, target: C
             tuned += 1
             scheduled[gv] = sch.mod["main"].with_attr("global_symbol", symbol)
         else:
-            scheduled[gv] = rule_schedule(func, macs.get(gv.name_hint, 0), vectorize).with_attr("global_symbol", symbol)
+            rule = rule_schedule(func, macs.get(gv.name_hint, 0), vectorize, target.resize_rows)
+            scheduled[gv] = rule.with_attr("global_symbol", symbol)
     return tvm.IRModule(scheduled), tuned

@@ -160,8 +160,12 @@ def pool_kernel(x_shape, x_dtype: str, w_shape, padding: int, quant: Quantizer |
     sch.compute_inline(sch.get_sblock("z"))
     pool = sch.get_sblock("pool")
     _, c, i, j, _, _ = sch.get_loops(pool)
-    sch.reorder(i, c)
-    sch.reverse_compute_at(sch.get_sblock("relu"), j)
+    if dot is None:
+        sch.reorder(i, c)
+        sch.reverse_compute_at(sch.get_sblock("relu"), j)
+    else:  # the sums are [pixel, channel]: pool each pixel's channels side by side
+        sch.reorder(i, j, c)
+        sch.reverse_compute_at(sch.get_sblock("relu"), c)
     _schedule_conv(sch, i, c, channels_inside, dot)
     macs = _conv_macs(h, wd, w_shape)
     return mark_scheduled(sch.mod["main"], macs=macs, recomputed=macs)
