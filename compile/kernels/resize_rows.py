@@ -35,32 +35,32 @@ def has_resize(sch: Schedule) -> bool:
     return bool(_resize_blocks(sch))
 
 
+def _nearest_int8(sch: Schedule, step) -> list[str]:
+    """For each resize: the first 8-bit block reached through float blocks along `step` (get_producers or
+    get_consumers), one block at a time."""
+    found = []
+    for block in _resize_blocks(sch):
+        blocks = step(block)
+        while len(blocks) == 1 and _dtype(sch, blocks[0]) == "float32":
+            blocks = step(blocks[0])
+        if len(blocks) == 1 and _dtype(sch, blocks[0]) in _INT8:
+            found.append(sch.get(blocks[0]).name_hint)
+    return found
+
+
 def resize_inputs(sch: Schedule) -> tuple[str, ...]:
     """The blocks that write an 8-bit value a resize reads (through its dequantize). Inlined, the value and
     everything computed before it in the kernel (a whole GroupNorm) would be computed again for every tap of
     every output: 16 times per input element."""
-    kept = []
-    for block in _resize_blocks(sch):
-        producers = sch.get_producers(block)
-        while len(producers) == 1 and _dtype(sch, producers[0]) == "float32":
-            producers = sch.get_producers(producers[0])
-        if len(producers) == 1 and _dtype(sch, producers[0]) in _INT8:
-            kept.append(sch.get(producers[0]).name_hint)
-    return tuple(kept)
+    return tuple(_nearest_int8(sch, sch.get_producers))
 
 
 def resize_outputs(sch: Schedule) -> tuple[str, ...]:
     """The blocks that quantize a resize's result (after its float element-wise readers: ReLU, the skip
     addition), and the block that writes the kernel's output from there (a transpose), if another one."""
-    kept = []
-    outputs = {sch.get(b).name_hint for b in sch.get_output_blocks(sch.get_sblock("root"))}
-    for block in _resize_blocks(sch):
-        consumers = sch.get_consumers(block)
-        while len(consumers) == 1 and _dtype(sch, consumers[0]) == "float32":
-            consumers = sch.get_consumers(consumers[0])
-        if len(consumers) == 1 and _dtype(sch, consumers[0]) in _INT8:
-            kept.append(sch.get(consumers[0]).name_hint)
+    kept = _nearest_int8(sch, sch.get_consumers)
     if kept:
+        outputs = {sch.get(b).name_hint for b in sch.get_output_blocks(sch.get_sblock("root"))}
         kept += sorted(outputs - set(kept))
     return tuple(kept)
 
