@@ -74,18 +74,22 @@ def _lanes(extent: int) -> int | None:
 
 def vectorize_by_parity(sch: Schedule, block) -> None:
     """Split the block's innermost (upsampled) loop by parity, the half-resolution loop inside, in vectors;
-    the first and last vectors of a row in their own loops, so the others read consecutive columns."""
+    the first and last vectors of a row in their own loops, so the others read consecutive columns. Where
+    TVM refuses a step, the row stays as far as it got (each step keeps the values)."""
     x = sch.get_loops(block)[-1]
     lanes = _lanes(int(sch.get(x).extent))
     if lanes is None:
         return
-    i, p = sch.split(x, [None, 2])
-    sch.reorder(p, i)
-    vectors, _ = sch.split(i, [None, lanes])
-    count = int(sch.get(vectors).extent)
-    for part in sch.loop_partition(vectors, [1, count - 2, None]):
-        for inner in sch.get_child_blocks(part):
-            sch.vectorize(sch.get_loops(inner)[-1])
+    try:
+        i, p = sch.split(x, [None, 2])
+        sch.reorder(p, i)
+        vectors, _ = sch.split(i, [None, lanes])
+        count = int(sch.get(vectors).extent)
+        for part in sch.loop_partition(vectors, [1, count - 2, None]):
+            for inner in sch.get_child_blocks(part):
+                sch.vectorize(sch.get_loops(inner)[-1])
+    except ScheduleError:
+        return
 
 
 def compute_rows(sch: Schedule, kept: tuple[str, ...]) -> bool:
@@ -108,8 +112,5 @@ def compute_rows(sch: Schedule, kept: tuple[str, ...]) -> bool:
                 sch.compute_at(block, row)
             except ScheduleError:
                 return False
-        try:
-            vectorize_by_parity(sch, block)
-        except ScheduleError:
-            continue  # computed by rows all the same, in scalars
+        vectorize_by_parity(sch, block)
     return True

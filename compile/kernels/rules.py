@@ -91,9 +91,9 @@ def _inlined_around_resizes(func: tvm.tirx.PrimFunc, rows: bool) -> Schedule:
     inputs, outputs = resize_inputs(sch), resize_outputs(sch) if rows else ()
     if outputs:  # index arithmetic simplified, so that each row's buffer is compacted to one row
         inlined = inline_elementwise(func, keep=inputs + outputs)
-        rows = Schedule(StmtSimplify()(tvm.IRModule({"main": inlined}))["main"])
-        if compute_rows(rows, outputs):
-            return rows
+        by_rows = Schedule(StmtSimplify()(tvm.IRModule({"main": inlined}))["main"])
+        if compute_rows(by_rows, outputs):
+            return by_rows
     return Schedule(inline_elementwise(func, keep=inputs))
 
 
@@ -154,7 +154,7 @@ def schedule_accumulate_rows(func: tvm.tirx.PrimFunc, vectorize: bool = True,
     for pad in pads:  # the padded input this row (or channel) needs, not the whole padded input
         sch.compute_at(pad, pad_at)
         if lanes and resized:  # an upsample merged into the convolution's input (merge_prologue)
-            _vectorize_by_parity(sch, pad)
+            vectorize_by_parity(sch, pad)
     if lanes:
         sch.vectorize(_inner)
     sch.decompose_reduction(block, reduce_[0])
@@ -163,13 +163,6 @@ def schedule_accumulate_rows(func: tvm.tirx.PrimFunc, vectorize: bool = True,
             _, vector = sch.split(sch.get_loops(consumer)[-1], [None, lanes])
             sch.vectorize(vector)
     return sch.mod["main"]
-
-
-def _vectorize_by_parity(sch: Schedule, block) -> None:
-    try:
-        vectorize_by_parity(sch, block)
-    except ScheduleError:
-        pass  # the row stays scalar
 
 
 def _one_input_channel(sch: Schedule, block, reduce_: list) -> bool:
