@@ -348,3 +348,21 @@ def test_corrupt_upload_is_detected(tmp_path: Path) -> None:
     LocalTransport("ok", tmp_path / "board2").upload([(source, LocalTransport("ok", tmp_path / "board2").work_dir / "runner")],
                                                       executable=True)
     assert (tmp_path / "board2" / "runner").stat().st_mode & 0o111
+
+
+def test_profile_float_profiles_the_float_bundle(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`bench.profile --float`: the float ONNX into dist/<target>-float (never the int8 model into it)."""
+    import bench.profile as profile
+    from ucm.paths import DIST, FLOAT_ONNX, INT8_ONNX
+
+    class Built(Exception):
+        pass
+
+    def ensure_bundle(target: str, onnx: Path, bundle_dir: Path) -> dict:
+        raise Built(target, onnx, bundle_dir)
+
+    monkeypatch.setattr(profile, "ensure_bundle", ensure_bundle)
+    for float_model, onnx, folder in ((True, FLOAT_ONNX, "x86_64-float"), (False, INT8_ONNX, "x86_64")):
+        with pytest.raises(Built) as built:
+            profile.main(["--board", "host", *(["--float"] if float_model else [])])
+        assert built.value.args == ("x86_64", onnx, DIST / folder)
