@@ -3,7 +3,8 @@
 Where the time goes on a board: builds the bundle's profiling runner (`make profile`: every kernel call
 timed with the board's clock), runs it there on sample images and prints the time per kernel group and the
 costliest kernels, with the board's CPU (`--float`: the float model's bundle, dist/<target>-float). On a
-QEMU -icount board (mps3-an547) the counts are executed instructions (QEMU icount), deterministic and not cycles; on Linux boards they are wall-clock nanoseconds.
+QEMU -icount board (mps3-an547) the counts are executed instructions (QEMU icount), deterministic and not
+cycles; on Linux boards they are wall-clock nanoseconds.
 """
 
 from __future__ import annotations

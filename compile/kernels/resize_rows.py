@@ -55,14 +55,15 @@ def resize_inputs(sch: Schedule) -> tuple[str, ...]:
     return tuple(_nearest_int8(sch, sch.get_producers))
 
 
-def resize_outputs(sch: Schedule) -> tuple[str, ...]:
+def resize_results(sch: Schedule) -> tuple[str, ...]:
     """The blocks that quantize a resize's result (after its float element-wise readers: ReLU, the skip
-    addition), and the block that writes the kernel's output from there (a transpose), if another one."""
-    kept = _nearest_int8(sch, sch.get_consumers)
-    if kept:
-        outputs = {sch.get(b).name_hint for b in sch.get_output_blocks(sch.get_sblock("root"))}
-        kept += sorted(outputs - set(kept))
-    return tuple(kept)
+    addition)."""
+    return tuple(_nearest_int8(sch, sch.get_consumers))
+
+
+def output_blocks(sch: Schedule) -> set[str]:
+    """The names of the blocks that write the kernel's outputs."""
+    return {sch.get(b).name_hint for b in sch.get_output_blocks(sch.get_sblock("root"))}
 
 
 def _lanes(extent: int) -> int | None:
@@ -92,12 +93,12 @@ def vectorize_by_parity(sch: Schedule, block) -> None:
         return
 
 
-def compute_rows(sch: Schedule, kept: tuple[str, ...]) -> bool:
-    """Each kept resize result that the kernel's output block transposes is computed one row at a time under
-    that block's loop over a row of tokens; each is vectorized by parity. False if one cannot be placed
-    (it would be a whole tensor in scratch memory)."""
-    outputs = {sch.get(b).name_hint for b in sch.get_output_blocks(sch.get_sblock("root"))}
-    for name in kept:
+def compute_rows(sch: Schedule, results: tuple[str, ...]) -> bool:
+    """Each resize result (`resize_results`, kept by the inlining) that the kernel's output block transposes
+    is computed one row at a time under that block's loop over a row of tokens; each is vectorized by parity.
+    False if one cannot be placed (it would be a whole tensor in scratch memory)."""
+    outputs = output_blocks(sch)
+    for name in results:
         block = sch.get_sblock(name)
         if name not in outputs:
             shape = [int(d) for d in sch.get(block).writes[0].source.shape]

@@ -9,7 +9,14 @@ from tvm.s_tir import Schedule, ScheduleError
 from tvm.s_tir.transform import StmtSimplify
 
 from compile.kernels.attrs import LANES
-from compile.kernels.resize_rows import compute_rows, has_resize, resize_inputs, resize_outputs, vectorize_by_parity
+from compile.kernels.resize_rows import (
+    compute_rows,
+    has_resize,
+    output_blocks,
+    resize_inputs,
+    resize_results,
+    vectorize_by_parity,
+)
 
 
 def inline_elementwise(func: tvm.tirx.PrimFunc, keep: tuple[str, ...] = ()) -> tvm.tirx.PrimFunc:
@@ -88,11 +95,12 @@ def _inlined_around_resizes(func: tvm.tirx.PrimFunc, rows: bool) -> Schedule:
     sch = Schedule(func)
     if not _has_root(sch):
         return sch
-    inputs, outputs = resize_inputs(sch), resize_outputs(sch) if rows else ()
-    if outputs:  # index arithmetic simplified, so that each row's buffer is compacted to one row
-        inlined = inline_elementwise(func, keep=inputs + outputs)
+    inputs, results = resize_inputs(sch), resize_results(sch) if rows else ()
+    if results:  # kept with the output block that transposes them; index arithmetic simplified, so that each
+        writers = tuple(sorted(output_blocks(sch) - set(results)))  # row's buffer is compacted to one row
+        inlined = inline_elementwise(func, keep=inputs + results + writers)
         by_rows = Schedule(StmtSimplify()(tvm.IRModule({"main": inlined}))["main"])
-        if compute_rows(by_rows, outputs):
+        if compute_rows(by_rows, results):
             return by_rows
     return Schedule(inline_elementwise(func, keep=inputs))
 
