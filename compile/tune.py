@@ -20,7 +20,7 @@ from compile.config import DEFAULT_ONNX, TUNING_DIR, CompileConfig
 from compile.kernels.attrs import is_scheduled
 from compile.kernels.codegen import NO_ASSERT
 from compile.kernels.fusion import kernel_module
-from compile.kernels.rules import rule_schedule
+from compile.kernels.rules import RuleOptions, rule_schedule
 from compile.kernels.tuning import tuning_key, tuning_target
 from compile.pipeline import lower_to_kernels
 from compile.toolchains import CompileTarget, get_target
@@ -86,7 +86,7 @@ def export_best(scratch: Path, work: Path, kmod: tvm.IRModule, target: CompileTa
         if not records:
             continue
         tuned = found.query_schedule(key, llvm, workload_name="main").mod["main"]
-        rule = rule_schedule(func, macs.get(gv.name_hint, 0), resize_rows=target.resize_rows)
+        rule = rule_schedule(func, macs.get(gv.name_hint, 0), RuleOptions.of(target))
         t_tuned, t_rule = kernel_ms(tuned, llvm, rng), kernel_ms(rule, llvm, rng)
         verdict = "kept" if t_tuned < 0.95 * t_rule else "dropped"
         print(f"{gv.name_hint:48s} tuned {t_tuned:7.3f} ms  rule {t_rule:7.3f} ms  {verdict}")

@@ -12,7 +12,7 @@ from tvm.s_tir import Schedule
 
 from compile.kernels.codegen import workspace_bytes
 from compile.kernels.fusion import fuse
-from compile.kernels.rules import rule_schedule, schedule_accumulate_rows
+from compile.kernels.rules import RuleOptions, rule_schedule, schedule_accumulate_rows
 
 RNG = np.random.default_rng(3)
 C, H, W = 4, 6, 32
@@ -118,7 +118,7 @@ def test_a_resize_result_is_computed_by_rows_in_vectors() -> None:
     split by parity so that all but the first and last vectors of a row read consecutive columns."""
     func = _resize_then_tokens_kernel()
     assert "T.vectorized" not in rule_schedule(func, macs=0).script()  # a target without `resize_rows`
-    scheduled = rule_schedule(func, macs=0, resize_rows=True)
+    scheduled = rule_schedule(func, macs=0, options=RuleOptions(resize_rows=True))
     x = RNG.standard_normal((1, C, H, W)).astype(np.float32)
     shape = (1, 4 * H * W, C)
     np.testing.assert_array_equal(_run(scheduled, x, out_shape=shape, dtype="int8"),
@@ -128,3 +128,35 @@ def test_a_resize_result_is_computed_by_rows_in_vectors() -> None:
     assert script.count("_partition") == 3                # first, the middle two and the last in 3 loops
     sizes = workspace_bytes(tvm.IRModule({"main": scheduled.with_attr("global_symbol", "main")}))
     assert sizes["main"] <= C * H * W + C * 2 * W, sizes  # the int8 input once, one upsampled row
+
+
+def _tokens_to_planes_kernel(requantize: bool) -> tvm.tirx.PrimFunc:
+    """Tokens [1, H*W, C] into planes [1, C, H, W], requantized (float arithmetic on the strided reads) or
+    only moved."""
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, H * W, C), "int8"))
+    scale, zero = relax.const(np.float32(0.05)), relax.const(np.int8(3))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            v = x
+            if requantize:
+                half = relax.op.multiply(relax.op.dequantize(x, scale, zero, axis=1), relax.const(np.float32(0.5)))
+                v = relax.op.quantize(half, scale, zero, axis=1, out_dtype="int8")
+            out = bb.emit_output(relax.op.reshape(relax.op.permute_dims(v, [0, 2, 1]), (1, C, H, W)))
+        bb.emit_func_output(out)
+    fused, _ = fuse(bb.get())
+    return next(f for f in fused.functions.values() if isinstance(f, tvm.tirx.PrimFunc))
+
+
+def test_strided_reads_that_are_computed_on_are_vectorized() -> None:
+    """With `strided_reads`, a kernel computing on tokens read with a stride of C is vectorized over the
+    planes' rows (LLVM leaves it scalar); a plain transpose is left to LLVM, which shuffles it better."""
+    func = _tokens_to_planes_kernel(requantize=True)
+    assert "T.vectorized" not in rule_schedule(func, macs=0).script()
+    scheduled = rule_schedule(func, macs=0, options=RuleOptions(strided_reads=True))
+    assert scheduled.script().count("T.vectorized(T.int64(16))") == 1
+    x = RNG.integers(-128, 128, (1, H * W, C)).astype(np.int8)
+    np.testing.assert_array_equal(_run(scheduled, x, out_shape=(1, C, H, W), dtype="int8"),
+                                  _run(func, x, out_shape=(1, C, H, W), dtype="int8"))
+    copy = _tokens_to_planes_kernel(requantize=False)
+    assert "T.vectorized" not in rule_schedule(copy, macs=0, options=RuleOptions(strided_reads=True)).script()

@@ -10,7 +10,7 @@ from tvm.s_tir import meta_schedule as ms
 
 from compile.config import TUNING_DIR
 from compile.kernels.attrs import is_scheduled
-from compile.kernels.rules import rule_schedule
+from compile.kernels.rules import RuleOptions, rule_schedule
 from compile.toolchains import CompileTarget
 
 
@@ -52,6 +52,6 @@ def schedule_kernels(kmod: tvm.IRModule, database: ms.Database | None, target: C
             tuned += 1
             scheduled[gv] = sch.mod["main"].with_attr("global_symbol", symbol)
         else:
-            rule = rule_schedule(func, macs.get(gv.name_hint, 0), vectorize, target.resize_rows)
+            rule = rule_schedule(func, macs.get(gv.name_hint, 0), RuleOptions.of(target, vectorize))
             scheduled[gv] = rule.with_attr("global_symbol", symbol)
     return tvm.IRModule(scheduled), tuned
