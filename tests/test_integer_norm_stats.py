@@ -1,6 +1,6 @@
 """compile.passes.integer_norm_stats on a decomposed norm of an int8 value (Before / Expected): its mean and
-standard deviation become two kernels over the int8 input, with the float computation's values up to its
-rounding; a norm of a float value is left alone."""
+standard deviation become one kernel over the int8 input, read through two slices, with the float
+computation's values up to its rounding; a norm of a float value is left alone."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from tvm.s_tir import Schedule
 
 from compile.kernels.fusion import fuse, kernel_module
 from compile.kernels.rules import rule_schedule
-from compile.passes.integer_norm_stats import _sums_fit, integer_norm_stats, norm_mean_kernel, norm_std_kernel
+from compile.passes.integer_norm_stats import _sums_fit, integer_norm_stats, norm_stats_kernel
 
 SHAPE, AXES, EPS = (1, 4, 6, 5), (2, 3), np.float32(1e-5)
 SCALE, ZP = np.float32(0.05), 3
@@ -49,12 +49,11 @@ def _expected(doubled: bool) -> tvm.IRModule:
     scale = SCALE * 2 if doubled else SCALE
 
     def stats(bb, q, _x):
-        mean_gv = bb.add_func(norm_mean_kernel(SHAPE, AXES, "int8"), "norm_mean_int8")
-        std_gv = bb.add_func(norm_std_kernel(SHAPE, AXES, "int8", float(EPS)), "norm_std_int8")
-        ty = relax.TensorType((1, 4, 1, 1), "float32")
-        s = relax.const(np.array([scale], np.float32))
-        mean = bb.emit(relax.call_tir(mean_gv, [q, s, relax.const(np.array([ZP], np.int32))], ty))
-        return mean, bb.emit(relax.call_tir(std_gv, [q, s], ty))
+        gv = bb.add_func(norm_stats_kernel(SHAPE, AXES, "int8", float(EPS)), "norm_stats_int8")
+        args = [q, relax.const(np.array([scale], np.float32)), relax.const(np.array([ZP], np.int32))]
+        both = bb.emit(relax.call_tir(gv, args, relax.TensorType((2, 1, 4, 1, 1), "float32")))
+        return [bb.emit(relax.op.reshape(bb.emit(relax.op.strided_slice(both, axes=[0], begin=[i], end=[i + 1])),
+                                         [1, 4, 1, 1])) for i in (0, 1)]
     return _norm(stats, doubled)
 
 
@@ -73,13 +72,13 @@ def test_stats_from_integer_sums(doubled: bool) -> None:
     np.testing.assert_allclose(run_relax(after, q), run_relax(before, q), rtol=1e-5, atol=1e-5)
 
 
-def test_statistics_kernels_read_int8_and_add_integers() -> None:
+def test_the_statistics_kernel_reads_int8_and_adds_integers() -> None:
     fused, _ = fuse(integer_norm_stats(_norm(_float_stats))[0])
     kernels = kernel_module(fused, exported=False)
-    stats = [kernels[n].script() for n in ("norm_mean_int8", "norm_std_int8")]
-    for script in stats:
-        assert '"int8")' in script.split("\n")[4]  # the first input is the int8 value itself
-        assert "T.Cast(\"float32\", T.Cast(\"int32\"" not in script  # no element is converted to float
+    script = kernels["norm_stats_int8"].script()
+    assert '"int8")' in script.split("\n")[4]  # the first input is the int8 value itself
+    assert "T.Cast(\"float32\", T.Cast(\"int32\"" not in script  # no element is converted to float
+    assert not any(n.startswith("norm_") and n != "norm_stats_int8" for n in (gv.name_hint for gv in kernels.functions))
 
 
 def test_a_norm_of_a_float_value_is_left_alone() -> None:
@@ -95,10 +94,12 @@ def test_sums_that_could_overflow_int32_keep_the_float_path() -> None:
     assert not _sums_fit((1, 1, 512, 512), (2, 3), "uint8")  # 262144 * 255^2 > 2^31
 
 
-def test_both_sums_are_computed_per_group_not_stored_for_all() -> None:
-    """The rule moves the two sums under the loop of their consumer: their intermediates are one element each
-    (stored for every group they took 128 KiB of workspace for a 16384-token LayerNorm)."""
-    sch = Schedule(rule_schedule(norm_std_kernel((1, 256, 8), (2,), "int8", float(EPS)), macs=0))
-    group = sch.get_loops(sch.get_sblock("std"))
+def test_both_sums_are_computed_once_per_group_not_stored_for_all() -> None:
+    """The rule moves the two sums under the group loop of their consumer, outside its loop over the two
+    statistics: their intermediates are one element each (stored for every group they took 128 KiB of
+    workspace for a 16384-token LayerNorm), computed once for the mean and the deviation."""
+    sch = Schedule(rule_schedule(norm_stats_kernel((1, 256, 8), (2,), "int8", float(EPS)), macs=0))
+    stats = sch.get_loops(sch.get_sblock("stats"))
+    assert [int(sch.get(lp).extent) for lp in stats] == [1, 256, 1, 2]  # the statistic innermost
     for sums in ("s1", "s2"):
-        assert [sch.get(lp) for lp in sch.get_loops(sch.get_sblock(sums))[:len(group)]] == [sch.get(lp) for lp in group]
+        assert [sch.get(lp) for lp in sch.get_loops(sch.get_sblock(sums))[:-1]] == [sch.get(lp) for lp in stats[:-1]]

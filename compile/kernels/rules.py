@@ -10,6 +10,7 @@ import tvm
 from tvm import sym
 from tvm.s_tir import Schedule, ScheduleError
 from tvm.s_tir.transform import StmtSimplify
+from tvm.tirx.analysis import undefined_vars
 
 from compile.kernels.attrs import LANES
 from compile.kernels.resize_rows import (
@@ -174,13 +175,43 @@ def _inlined_around_resizes(func: tvm.tirx.PrimFunc, rows: bool) -> Schedule:
 
 def _reductions_at(sch: Schedule, consumer) -> None:
     """A consumer of several reductions (a variance's sum and sum of squares) cannot move under one of them:
-    they all move under its innermost loop instead, so each intermediate is one element, not a tensor."""
-    for producer in sch.get_producers(consumer):
-        if any(iv.iter_type == tvm.tirx.IterVar.CommReduce for iv in sch.get(producer).iter_vars):
-            try:
-                sch.compute_at(producer, sch.get_loops(consumer)[-1])
-            except ScheduleError:
-                continue
+    they all move under its innermost loop that what it reads of them depends on, so each intermediate is one
+    element, not a tensor. Its loops that this does not depend on (a norm's statistics [2, ...]: the mean and
+    the deviation of one group read the same sums) move inside, unrolled, so the sums are computed once."""
+    producers = [p for p in sch.get_producers(consumer)
+                 if any(iv.iter_type == tvm.tirx.IterVar.CommReduce for iv in sch.get(p).iter_vars)]
+    loops = sch.get_loops(consumer)
+    used = _loop_vars_reading(sch, consumer, producers)
+    dependent = [lp for lp in loops if sch.get(lp).loop_var.name in used]
+    if dependent and [sch.get(lp) for lp in dependent] != [sch.get(lp) for lp in loops[:len(dependent)]]:
+        inside = [lp for lp in loops if sch.get(lp).loop_var.name not in used]
+        sch.reorder(*dependent, *inside)
+        for loop in inside:  # one copy per statistic: each folds its branch (no scalar sqrt for a mean)
+            sch.unroll(loop)
+    at = dependent[-1] if dependent else loops[-1]
+    for producer in producers:
+        try:
+            sch.compute_at(producer, at)
+        except ScheduleError:
+            continue
+
+
+def _realizes(stmt) -> list:
+    """The block realizations directly in a loop body (one, or a sequence of them)."""
+    return [stmt] if isinstance(stmt, tvm.s_tir.SBlockRealize) else \
+        [s for s in getattr(stmt, "seq", []) if isinstance(s, tvm.s_tir.SBlockRealize)]
+
+
+def _loop_vars_reading(sch: Schedule, consumer, producers: list) -> set[str]:
+    """Names of the loop variables of `consumer` that the indices it reads the producers' outputs at depend on."""
+    realize = next(r for r in _realizes(sch.get(sch.get_loops(consumer)[-1]).body)
+                   if r.block.same_as(sch.get(consumer)))
+    written = [region.source for p in producers for region in sch.get(p).writes]
+    read_at = [r.min for region in sch.get(consumer).reads if any(region.source.same_as(w) for w in written)
+               for r in region.region]
+    block_vars = {v.name for index in read_at for v in undefined_vars(index)}
+    return {v.name for iv, value in zip(realize.block.iter_vars, realize.iter_values)
+            if iv.var.name in block_vars for v in undefined_vars(value)}
 
 
 def schedule_accumulate_rows(func: tvm.tirx.PrimFunc, options: RuleOptions = RuleOptions()) -> tvm.tirx.PrimFunc:

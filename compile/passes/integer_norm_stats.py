@@ -17,6 +17,10 @@ The values are those of the float computation up to its rounding (they are close
 float sums round once per element, these round a few times in all), so the bundle's output is no longer
 bit-identical to TVM's float legalization; `bench.check` measures the int8 bundle's mIoU against ONNX Runtime.
 A residual `x + x` of one int8 value (UCM-Net doubles its residuals) is `(q - zp) * 2s`, exactly.
+
+Both statistics come from one kernel, one pass over q (`norm_stats_kernel`): the executor's kernels have one
+output, so it writes them stacked, `[0]` the mean and `[1]` the standard deviation, and the norm reads each
+through a slice (fused into the kernel that applies the norm).
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from compile.kernels.attrs import OpPattern
 from compile.passes.common import bound_value, op_name, qparams
 from compile.passes.norm_deviation import find_norms, rebind
 
-MEAN_KERNEL, STD_KERNEL = "norm_mean_int8", "norm_std_int8"
+KERNEL_NAME = "norm_stats_int8"
 INT32_MAX = 2**31 - 1
 
 
@@ -53,30 +57,26 @@ def _kernel(tensors: list[te.Tensor]) -> tvm.tirx.PrimFunc:
     return te.create_prim_func(tensors).without_attr("global_symbol").with_attr("op_pattern", int(OpPattern.COMM_REDUCE))
 
 
-def norm_mean_kernel(shape: tuple[int, ...], axes: tuple[int, ...], dtype: str) -> tvm.tirx.PrimFunc:
-    """mean of (q - zp) * scale over `axes`, from sum(q); inputs q, scale [1] float32, zp [1] int32."""
+def norm_stats_kernel(shape: tuple[int, ...], axes: tuple[int, ...], dtype: str, eps: float) -> tvm.tirx.PrimFunc:
+    """The mean of (q - zp) * scale over `axes` ([0], from sum(q)) and sqrt(its variance + eps) ([1], from sum(q)
+    and sum(q * q)); inputs q, scale [1] float32, zp [1] int32; output [2] + the kept shape."""
     q = te.placeholder(shape, dtype, name="q")
     scale, zp = te.placeholder((1,), "float32", name="scale"), te.placeholder((1,), "int32", name="zp")
     n = math.prod(shape[a] for a in axes)
-    s1 = _sums(q, axes, "s1", square=False)
-    mean = te.compute(s1.shape, lambda *i: (s1[i] - n * zp[0]).astype("float32") * scale[0]
-                      / tvm.tirx.const(n, "float32"), name="mean")
-    return _kernel([q, scale, zp, mean])
-
-
-def norm_std_kernel(shape: tuple[int, ...], axes: tuple[int, ...], dtype: str, eps: float) -> tvm.tirx.PrimFunc:
-    """sqrt(variance of q * scale over `axes` + eps), from sum(q) and sum(q * q); inputs q, scale [1] float32."""
-    q = te.placeholder(shape, dtype, name="q")
-    scale = te.placeholder((1,), "float32", name="scale")
-    n = math.prod(shape[a] for a in axes)
     s1, s2 = _sums(q, axes, "s1", square=False), _sums(q, axes, "s2", square=True)
 
-    def std(*i: tvm.tirx.PrimExpr) -> tvm.tirx.PrimExpr:
+    def mean(i: tuple) -> tvm.tirx.PrimExpr:
+        return (s1[i] - n * zp[0]).astype("float32") * scale[0] / tvm.tirx.const(n, "float32")
+
+    def std(i: tuple) -> tvm.tirx.PrimExpr:
         deviation = n * s2[i].astype("int64") - s1[i].astype("int64") * s1[i].astype("int64")  # n^2 var / s^2
         var = deviation.astype("float32") / tvm.tirx.const(np.float32(n * n), "float32") * scale[0] * scale[0]
         return te.sqrt(var + tvm.tirx.const(eps, "float32"))
 
-    return _kernel([q, scale, te.compute(s1.shape, std, name="std")])
+    stats = te.compute((2, *s1.shape), lambda which, *i: tvm.tirx.Select(which == 0, mean(i), std(i)), name="stats")
+    # private (named by the pass); a reduction for FuseOps, as `compile.passes.norm_deviation`'s kernel
+    func = te.create_prim_func([q, scale, zp, stats]).without_attr("global_symbol")
+    return func.with_attr("op_pattern", int(OpPattern.COMM_REDUCE))
 
 
 def _int8_source(x: relax.Expr, defs: dict) -> tuple[relax.Expr, float, int] | None:
@@ -108,12 +108,7 @@ def integer_norm_stats(mod: tvm.IRModule) -> tuple[tvm.IRModule, int]:
     builder = relax.BlockBuilder(mod)
     kernels: dict[tuple, relax.GlobalVar] = {}
     replaced: dict[relax.Var, relax.Expr] = {}
-
-    def kernel(key: tuple, make) -> relax.GlobalVar:
-        if key not in kernels:
-            kernels[key] = builder.add_func(make(), key[0])
-        return kernels[key]
-
+    before: dict[relax.Var, list[relax.VarBinding]] = {}
     for norm in norms:
         source = _int8_source(norm.x, defs)
         if source is None or norm.mean in replaced:
@@ -122,10 +117,16 @@ def integer_norm_stats(mod: tvm.IRModule) -> tuple[tvm.IRModule, int]:
         shape, dtype = tuple(int(d) for d in q.ty.shape.values), str(q.ty.dtype)
         if not _sums_fit(shape, norm.axes, dtype):
             continue
-        eps = float(np.float32(norm.eps))
-        mean = kernel((MEAN_KERNEL, shape, norm.axes, dtype), lambda: norm_mean_kernel(shape, norm.axes, dtype))
-        std = kernel((STD_KERNEL, shape, norm.axes, dtype, eps), lambda: norm_std_kernel(shape, norm.axes, dtype, eps))
-        scale_arg = relax.const(np.array([scale], np.float32))
-        replaced[norm.mean] = relax.call_tir(mean, [q, scale_arg, relax.const(np.array([zp], np.int32))], norm.mean.ty)
-        replaced[norm.std] = relax.call_tir(std, [q, scale_arg], norm.mean.ty)
-    return (rebind(builder, main, replaced), len(replaced) // 2) if replaced else (mod, 0)
+        key = (shape, norm.axes, dtype, float(np.float32(norm.eps)))
+        if key not in kernels:
+            kernels[key] = builder.add_func(norm_stats_kernel(*key), KERNEL_NAME)
+        kept = [int(d) for d in norm.mean.ty.shape.values]
+        stats = relax.DataflowVar("norm_stats", relax.TensorType((2, *kept), "float32"))
+        args = [q, relax.const(np.array([scale], np.float32)), relax.const(np.array([zp], np.int32))]
+        before[norm.mean] = [relax.VarBinding(stats, relax.call_tir(kernels[key], args, stats.ty))]
+        for var, index in ((norm.mean, 0), (norm.std, 1)):
+            part = relax.DataflowVar(f"{var.name}_slice", relax.TensorType((1, *kept), "float32"))
+            sliced = relax.op.strided_slice(stats, axes=[0], begin=[index], end=[index + 1])
+            before.setdefault(var, []).append(relax.VarBinding(part, sliced))
+            replaced[var] = relax.op.reshape(part, kept)
+    return (rebind(builder, main, replaced, before), len(replaced) // 2) if replaced else (mod, 0)

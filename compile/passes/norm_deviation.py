@@ -109,13 +109,19 @@ def find_norms(main: relax.Function) -> tuple[list[Norm], dict[relax.Var, tuple[
     return norms, defs
 
 
-def rebind(builder: relax.BlockBuilder, main: relax.Function, replaced: dict[relax.Var, relax.Expr]) -> tvm.IRModule:
+def rebind(builder: relax.BlockBuilder, main: relax.Function, replaced: dict[relax.Var, relax.Expr],
+           before: dict[relax.Var, list[relax.VarBinding]] | None = None) -> tvm.IRModule:
     """The module with `main`'s bindings of the variables in `replaced` bound to their new values (the
-    kernels those call added to `builder`), and what no longer has a reader removed."""
-    blocks = [relax.DataflowBlock([relax.VarBinding(b.var, replaced.get(b.var, b.value)) for b in block.bindings])
-              if isinstance(block, relax.DataflowBlock)
-              else relax.BindingBlock([relax.VarBinding(b.var, replaced.get(b.var, b.value)) for b in block.bindings])
-              for block in main.body.blocks]
+    kernels those call added to `builder`), the new bindings `before` a variable's inserted before its own,
+    and what no longer has a reader removed."""
+    before = before or {}
+
+    def bindings(block: relax.BindingBlock) -> list[relax.VarBinding]:
+        return [new for b in block.bindings
+                for new in [*before.get(b.var, []), relax.VarBinding(b.var, replaced.get(b.var, b.value))]]
+
+    blocks = [relax.DataflowBlock(bindings(block)) if isinstance(block, relax.DataflowBlock)
+              else relax.BindingBlock(bindings(block)) for block in main.body.blocks]
     body = relax.SeqExpr(blocks, main.body.body)
     new_main = relax.analysis.remove_all_unused(relax.Function(main.params, body, main.ret_ty, attrs=main.attrs))
     return with_new_main(builder, new_main)
