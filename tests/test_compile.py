@@ -209,6 +209,25 @@ def test_inplace_calls_are_verified_and_save_memory() -> None:
     assert plan.arena_bytes < before
 
 
+def test_memory_plan_keeps_the_order_that_packs_best() -> None:
+    """A chain image (128 B) -> a (128 B) -> b (64 B) -> mask (128 B): placing the earliest of one size first
+    puts the mask under the image and b above a (320 B); placing the longest-lived first packs them into the
+    most that is alive at once (256 B)."""
+    from compile.executor.graph import ExecGraph, KernelCall, Tensor
+    from compile.executor.plan_memory import ORDERS, _place, lifetimes
+
+    tensors = [Tensor(0, "image", (128,), "uint8", "input"), Tensor(1, "a", (128,), "uint8", "temp"),
+               Tensor(2, "b", (64,), "uint8", "temp"), Tensor(3, "mask", (128,), "uint8", "output")]
+    graph = ExecGraph(tensors, [KernelCall(f"k{i}", [i], i + 1) for i in range(3)], input=0, output=3)
+    spans = lifetimes(graph)
+    by_order = [_place(graph, spans, sorted(spans, key=lambda t: key(tensors[t].nbytes, spans[t]))).arena_bytes
+                for key in ORDERS]
+    assert by_order == [320, 256]
+    plan = plan_memory(graph)
+    check_plan(graph, plan)
+    assert plan.arena_bytes == 256
+
+
 def test_inplace_verification_is_not_fooled_by_a_clipped_result() -> None:
     """A uint8 kernel that reads its input backwards and requantizes (zero point 128, then ReLU) is not
     element-wise. Inputs below 128 all give 0, so random bytes drawn from a narrow range would give the same
