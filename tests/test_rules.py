@@ -113,19 +113,21 @@ def _resize_then_tokens_kernel() -> tvm.tirx.PrimFunc:
     return next(f for f in fused.functions.values() if isinstance(f, tvm.tirx.PrimFunc))
 
 
-def test_a_resize_result_is_computed_by_rows_in_vectors() -> None:
+def test_a_resize_result_is_computed_by_rows_two_pixels_a_step() -> None:
     """The upsampled int8 value is computed one image row at a time (a row buffer, not the whole tensor),
-    split by parity so that all but the first and last vectors of a row read consecutive columns."""
+    split by parity, the parity innermost (each step an even and an odd pixel), so that all but the first and
+    last steps of a row read consecutive columns."""
     func = _resize_then_tokens_kernel()
-    assert "T.vectorized" not in rule_schedule(func, macs=0).script()  # a target without `resize_rows`
+    assert "T.unroll" not in rule_schedule(func, macs=0).script()  # a target without `resize_rows`
     scheduled = rule_schedule(func, macs=0, options=RuleOptions(resize_rows=True))
     x = RNG.standard_normal((1, C, H, W)).astype(np.float32)
     shape = (1, 4 * H * W, C)
     np.testing.assert_array_equal(_run(scheduled, x, out_shape=shape, dtype="int8"),
                                   _run(func, x, out_shape=shape, dtype="int8"))
     script = scheduled.script()
-    assert script.count("T.vectorized(T.int64(8))") == 3  # 2W = 64 columns: 4 vectors of 8 per parity, the
-    assert script.count("_partition") == 3                # first, the middle two and the last in 3 loops
+    assert script.count("in T.unroll(T.int64(2))") == 3  # 2W = 64 columns, 32 steps of 2: the first 8, the
+    assert script.count("_partition") == 3                # middle 16 and the last 8 in 3 loops
+    assert "T.vectorized" not in script  # LLVM vectorizes the steps, the two parities interleaved
     sizes = workspace_bytes(tvm.IRModule({"main": scheduled.with_attr("global_symbol", "main")}))
     assert sizes["main"] <= C * H * W + C * 2 * W, sizes  # the int8 input once, one upsampled row
 

@@ -1,17 +1,20 @@
 """Schedule rules for kernels with a 2x bilinear upsample (`compile.kernels.resize`): its input is stored once,
-and its output is computed row by row in vectors.
+and its output is computed row by row, two pixels per step.
 
 An output pixel `x` reads input columns `(x - 1) // 2` and the next one, clamped to the row: inlined into a
-vector loop over `x`, these indices are no ramp, so each tap of each lane is a scalar load and the arithmetic
-runs one element at a time. Split by the parity of `x` (`x = 2 i + p`, `p` outside), the taps are `i - 1 + p`
-and `i + p`: consecutive along `i` wherever the clamps do nothing, which is every vector but the first and the
-last of a row (TVM's loop_partition separates those; its simplifier then drops the clamps). Each element is
-computed as before, so the output is bit-identical. (loop_partition's copies of a block share its iteration
-variables: TVM lowers the result, but a new Schedule refuses it: nothing builds one from a scheduled kernel.)
+loop over `x`, these indices are no ramp, so a vectorized loop loads each tap of each lane alone and runs the
+arithmetic one element at a time. Split by the parity of `x` (`x = 2 i + p`), the taps are `i - 1 + p` and
+`i + p`: consecutive along `i` wherever the clamps do nothing, which is every step but the first and the last
+of a row (TVM's loop_partition separates them; its simplifier then drops the clamps). The parity loop is
+innermost and unrolled, so each step computes an even and an odd pixel: LLVM vectorizes the loop over `i`,
+interleaves the two parities in registers and stores whole vectors (with the parity outside, TVM's vectors
+stored every second byte one at a time). Each element is computed as before, so the output is bit-identical.
+(loop_partition's copies of a block share its iteration variables: TVM lowers the result, but a new Schedule
+refuses it: nothing builds one from a scheduled kernel.)
 
 In the decoder's kernels the upsample's int8 result is then transposed into the mixer's token layout: that
-value is computed one image row at a time into a row buffer (in the upsample's order, vectorized as above)
-and copied to the tokens from there.
+value is computed one image row at a time into a row buffer (in the upsample's order, as above) and copied to
+the tokens from there.
 """
 
 from __future__ import annotations
@@ -67,35 +70,34 @@ def output_blocks(sch: Schedule) -> set[str]:
 
 
 def _lanes(extent: int) -> int | None:
-    """Vector width for an upsampled row of `extent` pixels: the widest that leaves at least one vector of
-    each half row clear of the clamps (None if none does: such a row is too short to gain)."""
+    """Steps of a row of `extent` upsampled pixels (two per step) in its first and its last loop: the widest
+    vector that leaves the middle loop at least one (None if none does: such a row is too short to gain)."""
     half = extent // 2
     return next((v for v in (LANES, 8, 4) if extent % 2 == 0 and half % v == 0 and half // v >= 3), None)
 
 
-def vectorize_by_parity(sch: Schedule, block) -> None:
-    """Split the block's innermost (upsampled) loop by parity, the half-resolution loop inside, in vectors;
-    the first and last vectors of a row in their own loops, so the others read consecutive columns. Where
-    TVM refuses a step, the row stays as far as it got (each step keeps the values)."""
+def split_by_parity(sch: Schedule, block) -> None:
+    """Split the block's innermost (upsampled) loop by parity, the parity innermost and unrolled; the first and
+    last `_lanes` steps of a row in their own loops, so the others read consecutive columns. Where TVM refuses
+    a step, the row stays as far as it got (each step keeps the values)."""
     x = sch.get_loops(block)[-1]
     lanes = _lanes(int(sch.get(x).extent))
     if lanes is None:
         return
     try:
-        i, p = sch.split(x, [None, 2])
-        sch.reorder(p, i)
-        vectors, _ = sch.split(i, [None, lanes])
-        count = int(sch.get(vectors).extent)
-        for part in sch.loop_partition(vectors, [1, count - 2, None]):
+        i, _ = sch.split(x, [None, 2])
+        steps, _ = sch.split(i, [None, lanes])
+        count = int(sch.get(steps).extent)
+        for part in sch.loop_partition(steps, [1, count - 2, None]):
             for inner in sch.get_child_blocks(part):
-                sch.vectorize(sch.get_loops(inner)[-1])
+                sch.unroll(sch.get_loops(inner)[-1])
     except ScheduleError:
         return
 
 
 def compute_rows(sch: Schedule, results: tuple[str, ...]) -> bool:
     """Each resize result (`resize_results`, kept by the inlining) that the kernel's output block transposes
-    is computed one row at a time under that block's loop over a row of tokens; each is vectorized by parity.
+    is computed one row at a time under that block's loop over a row of tokens; each is split by parity.
     False if one cannot be placed (it would be a whole tensor in scratch memory)."""
     outputs = output_blocks(sch)
     for name in results:
@@ -113,5 +115,5 @@ def compute_rows(sch: Schedule, results: tuple[str, ...]) -> bool:
                 sch.compute_at(block, row)
             except ScheduleError:
                 return False
-        vectorize_by_parity(sch, block)
+        split_by_parity(sch, block)
     return True

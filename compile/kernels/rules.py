@@ -19,7 +19,7 @@ from compile.kernels.resize_rows import (
     output_blocks,
     resize_inputs,
     resize_results,
-    vectorize_by_parity,
+    split_by_parity,
 )
 from compile.toolchains import CompileTarget
 
@@ -81,11 +81,12 @@ def _vector_partial_sums(sch: Schedule) -> None:
 
 
 def _vectorize_strided_reads(sch: Schedule) -> None:
-    """An element-wise block that computes on an input read with a stride along its innermost loop (a transpose from tokens [N, C] to planes [C, H, W]) is vectorized here, LANES outputs
-    at a time: lane-by-lane loads, vector arithmetic and stores. LLVM's own vectorizer leaves such a loop
-    scalar (A/B on this project's VM: the norm + residual + transpose kernels of 8 and 16 channels 0.14 ->
-    0.075 ms and 0.063 -> 0.036 ms), while it turns a plain strided copy into wide loads and shuffles, better
-    than lane-by-lane loads (the input image's transpose: 0.023 -> 0.044 ms if vectorized here)."""
+    """An element-wise block that computes on an input read with a stride along its innermost loop (a
+    transpose from tokens [N, C] to planes [C, H, W]) is vectorized here, LANES outputs at a time: lane-by-lane
+    loads, vector arithmetic and stores. LLVM's own vectorizer leaves such a loop scalar (A/B on this
+    project's VM: the norm + residual + transpose kernels of 8 and 16 channels 0.14 -> 0.075 ms and 0.063 ->
+    0.036 ms), while it turns a plain strided copy into wide loads and shuffles, better than lane-by-lane
+    loads (the input image's transpose: 0.023 -> 0.044 ms if vectorized here)."""
     for block in sch.get_child_blocks(sch.get_sblock("root")):
         loops = sch.get_loops(block)
         realize = sch.get(loops[-1]).body if loops else None
@@ -258,7 +259,7 @@ def schedule_accumulate_rows(func: tvm.tirx.PrimFunc, options: RuleOptions = Rul
     for pad in pads:  # the padded input this row (or channel) needs, not the whole padded input
         sch.compute_at(pad, pad_at)
         if lanes and resized:  # an upsample merged into the convolution's input (merge_prologue)
-            vectorize_by_parity(sch, pad)
+            split_by_parity(sch, pad)
     if lanes:
         sch.vectorize(_inner)
     sch.decompose_reduction(block, reduce_[0])

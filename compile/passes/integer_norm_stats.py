@@ -52,11 +52,6 @@ def _sums(q: te.Tensor, axes: tuple[int, ...], name: str, square: bool) -> te.Te
     return te.compute(kept, total, name=name)
 
 
-def _kernel(tensors: list[te.Tensor]) -> tvm.tirx.PrimFunc:
-    # private (named by the pass); a reduction for FuseOps, as `compile.passes.norm_deviation`'s kernel
-    return te.create_prim_func(tensors).without_attr("global_symbol").with_attr("op_pattern", int(OpPattern.COMM_REDUCE))
-
-
 def norm_stats_kernel(shape: tuple[int, ...], axes: tuple[int, ...], dtype: str, eps: float) -> tvm.tirx.PrimFunc:
     """The mean of (q - zp) * scale over `axes` ([0], from sum(q)) and sqrt(its variance + eps) ([1], from sum(q)
     and sum(q * q)); inputs q, scale [1] float32, zp [1] int32; output [2] + the kept shape."""
@@ -73,7 +68,8 @@ def norm_stats_kernel(shape: tuple[int, ...], axes: tuple[int, ...], dtype: str,
         var = deviation.astype("float32") / tvm.tirx.const(np.float32(n * n), "float32") * scale[0] * scale[0]
         return te.sqrt(var + tvm.tirx.const(eps, "float32"))
 
-    stats = te.compute((2, *s1.shape), lambda which, *i: tvm.tirx.Select(which == 0, mean(i), std(i)), name="stats")
+    stats = te.compute((2, *s1.shape), lambda which, *i: tvm.tirx.Select(which == 0, mean(i), std(i)),
+                       name="stats")
     # private (named by the pass); a reduction for FuseOps, as `compile.passes.norm_deviation`'s kernel
     func = te.create_prim_func([q, scale, zp, stats]).without_attr("global_symbol")
     return func.with_attr("op_pattern", int(OpPattern.COMM_REDUCE))
