@@ -52,9 +52,9 @@ class CompileTarget:
     # (Helium has no vector float division: M55 icount 135.3 -> 130.0 M; on AVX-512 the lookups measured slower
     # than the vectorized chains, so not on x86; the Linux Arm / RISC-V targets are unmeasured, no board)
     lookup_tables: bool = False
-    # compile.kernels.resize_rows: a 2x upsample's rows split by parity into clamp-free vectors, where they
-    # measured faster (x86-64: final conv 0.65 -> 0.29 ms; on the M55 the resize kernels took 26% more
-    # instructions, 130.0 -> 131.7 M in all; the Linux Arm / RISC-V targets are unmeasured, no board)
+    # compile.kernels.resize_rows: a 2x upsample's rows split by parity into clamp-free steps of two pixels,
+    # where they measured faster (x86-64: final conv 0.65 -> 0.13 ms; M55: 127.26 -> 125.70 M instructions in
+    # all; the Linux Arm / RISC-V targets are unmeasured, no board)
     resize_rows: bool = False
     # compile.kernels.rules: element-wise kernels that compute on an input read with a stride (tokens -> planes)
     # vectorized with lane-by-lane loads (x86-64: two norm + residual + transpose kernels 0.14 -> 0.075 ms and
@@ -179,6 +179,7 @@ TARGETS: dict[str, CompileTarget] = {
             qemu_system=("qemu-system-arm", "-M", "mps3-an547"),
             firmware="an547",
             ram_budget=4 * 2**20,  # the SSE-300's internal SRAM on the AN547
+            resize_rows=True,
             vector_register_bytes=8 * 16,  # Helium: 8 x 128 bits
             lookup_tables=True,
             notes="firmware: startup, AN547 linker script and a semihosting runner; run under qemu-system-arm",
