@@ -49,9 +49,10 @@ RELAX_REWRITES = (
     RelaxRewrite("recompute_stem", lambda mod, target: recompute_groupnorm(mod, target.vector_register_bytes,
                                                                              target.dot_product),
                  "{n} conv -> GroupNorm -> max-pool chain(s) recompute the conv instead of storing it"),
-    RelaxRewrite("matmul_nchw", lambda mod, target: matmul_nchw(mod, target.dot_product),
+    RelaxRewrite("matmul_nchw", lambda mod, target: matmul_nchw(mod, target.dot_product, target.strided_reads),
                  "{n} token matmuls write channel-first directly (no transposed copy)"),
-    RelaxRewrite("pointwise_conv", lambda mod, target: pointwise_conv(mod, target.dot_product),
+    RelaxRewrite("pointwise_conv", lambda mod, target: pointwise_conv(mod, target.dot_product,
+                                                                      target.strided_reads),
                  "{n} 1x1 convolutions as matrix products over channels, tensorized"),
 )
 

@@ -44,8 +44,9 @@ def _stride(conv: relax.Call) -> int | None:
     return strides[0]
 
 
-def pointwise_conv(mod: tvm.IRModule, dot: DotProduct | None) -> tuple[tvm.IRModule, int]:
-    """Rewrite each int8 1x1 convolution (see the module docstring); returns the module and how many."""
+def pointwise_conv(mod: tvm.IRModule, dot: DotProduct | None, interleave: bool = False) -> tuple[tvm.IRModule, int]:
+    """Rewrite each int8 1x1 convolution (see the module docstring; `interleave`: `matmul_nchw_kernel`'s);
+    returns the module and how many."""
     if dot is None:
         return mod, 0
     pattern, p = _pattern()
@@ -74,7 +75,7 @@ def pointwise_conv(mod: tvm.IRModule, dot: DotProduct | None) -> tuple[tvm.IRMod
         height, width = out_shape[2:]
         w = weight[:, :, 0, 0].T  # [c_in, c_out], as a token matmul's
         image = ChannelFirstInput(x_shape[2], x_shape[3], stride)
-        kernel = matmul_nchw_kernel(height * width, c_in, c_out, height, width, quant, dot, image)
+        kernel = matmul_nchw_kernel(height * width, c_in, c_out, height, width, quant, dot, image, interleave)
         gv = builder.add_func(kernel, f"pointwise_conv{count}")
         return relax.call_tir(gv, [x, relax.const(pack_weights(w, dot)),
                                    relax.const(offset_bias(bias, w, dot).astype(np.int32)),
