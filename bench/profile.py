@@ -36,7 +36,7 @@ GROUPS = (
     ("conv / matmul", ("conv2d", "matmul", "pointwise_conv")),
     ("bilinear resize (+ fused)", ("resize",)),
     ("GELU (+ fused)", ("erf",)),
-    ("norms", ("mean", "variance", "norm_st", "layer_norm", "sum", "sqrt", "subtract")),
+    ("norms", ("mean", "variance", "norm_std", "norm_stats", "layer_norm", "sum", "sqrt", "subtract")),
     ("residual additions (int8 in, int8 out)", ("_add",)),
     ("quantize", ("quantize",)),
     ("layout and element-wise", ("transpose", "reshape", "slice", "repeat", "cast", "multiply", "divide")),

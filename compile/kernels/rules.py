@@ -89,8 +89,10 @@ def _vectorize_strided_reads(sch: Schedule) -> None:
     loads (the input image's transpose: 0.023 -> 0.044 ms if vectorized here)."""
     for block in sch.get_child_blocks(sch.get_sblock("root")):
         loops = sch.get_loops(block)
-        realize = sch.get(loops[-1]).body if loops else None
-        if (not isinstance(realize, tvm.s_tir.SBlockRealize) or int(sch.get(loops[-1]).extent) % LANES
+        if not loops:
+            continue
+        realize = _realize(sch, block)
+        if (not sch.get(loops[-1]).body.same_as(realize) or int(sch.get(loops[-1]).extent) % LANES
                 or any(iv.iter_type != tvm.tirx.IterVar.DataPar for iv in realize.block.iter_vars)
                 or _moves_only(realize.block)):
             continue
@@ -197,16 +199,17 @@ def _reductions_at(sch: Schedule, consumer) -> None:
             continue
 
 
-def _realizes(stmt) -> list:
-    """The block realizations directly in a loop body (one, or a sequence of them)."""
-    return [stmt] if isinstance(stmt, tvm.s_tir.SBlockRealize) else \
-        [s for s in getattr(stmt, "seq", []) if isinstance(s, tvm.s_tir.SBlockRealize)]
+def _realize(sch: Schedule, block) -> tvm.s_tir.SBlockRealize:
+    """The block's realization in the body of its innermost loop (alone there, or after blocks computed at
+    that loop): its iteration values in terms of the loop variables."""
+    body = sch.get(sch.get_loops(block)[-1]).body
+    stmts = body.seq if isinstance(body, tvm.tirx.SeqStmt) else [body]
+    return next(s for s in stmts if isinstance(s, tvm.s_tir.SBlockRealize) and s.block.same_as(sch.get(block)))
 
 
 def _loop_vars_reading(sch: Schedule, consumer, producers: list) -> set[str]:
     """Names of the loop variables of `consumer` that the indices it reads the producers' outputs at depend on."""
-    realize = next(r for r in _realizes(sch.get(sch.get_loops(consumer)[-1]).body)
-                   if r.block.same_as(sch.get(consumer)))
+    realize = _realize(sch, consumer)
     written = [region.source for p in producers for region in sch.get(p).writes]
     read_at = [r.min for region in sch.get(consumer).reads if any(region.source.same_as(w) for w in written)
                for r in region.region]
