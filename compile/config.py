@@ -25,6 +25,7 @@ class CompileConfig:
     recompute_stem: bool = True  # compile.passes.recompute_groupnorm: less RAM, the stem conv computed twice
     matmul_nchw: bool = True  # compile.passes.matmul_nchw: token matmul + transpose as one kernel (less RAM)
     pointwise_conv: bool = True  # compile.passes.pointwise_conv: 1x1 convs tensorized as channel matmuls
+    depthwise_float: bool = True  # compile.passes.depthwise_float: exact float32 depthwise convs (where faster)
     allow_float: bool = False  # quantized models: build even if some conv / matmul cannot run in integers
     ram_budget: int | None = None  # bare-metal targets: SRAM bytes the firmware links into (default: the board's)
 

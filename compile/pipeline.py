@@ -18,6 +18,7 @@ from compile.config import CompileConfig
 from compile.errors import CompileError
 from compile.frontend import import_onnx, is_quantized, mac_node_names
 from compile.kernels.fusion import fuse
+from compile.passes.depthwise_float import depthwise_float
 from compile.passes.int8_dataflow import int8_dataflow
 from compile.passes.integer_norm_stats import integer_norm_stats
 from compile.passes.lookup_tables import lookup_tables
@@ -54,6 +55,8 @@ RELAX_REWRITES = (
     RelaxRewrite("pointwise_conv", lambda mod, target: pointwise_conv(mod, target.dot_product,
                                                                       target.strided_reads),
                  "{n} 1x1 convolutions as matrix products over channels, tensorized"),
+    RelaxRewrite("depthwise_float", lambda mod, target: depthwise_float(mod) if target.float_depthwise else (mod, 0),
+                 "{n} depthwise convolutions accumulate in float32 (exact: each sum below 2^24)"),
 )
 
 

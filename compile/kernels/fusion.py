@@ -11,6 +11,7 @@ from compile.kernels.attrs import KERNEL_PREFIX, MACS_ATTR, OpPattern
 from compile.kernels.merge_prologue import merge_prologue
 from compile.kernels.reciprocal import legalize_divide, legalize_quantize
 from compile.kernels.resize import legalize_resize2d
+from compile.passes.depthwise_float import legalize_conv2d
 
 
 def fuse(mod: tvm.IRModule) -> tuple[tvm.IRModule, dict[str, int]]:
@@ -21,7 +22,7 @@ def fuse(mod: tvm.IRModule) -> tuple[tvm.IRModule, dict[str, int]]:
     with tvm.target.Target({"kind": "c"}):
         grouped = tvm.transform.Sequential([
             relax.transform.FastMathTransform(),  # erf / exp / tanh as TOPI's vectorizable approximations
-            relax.transform.LegalizeOps({"relax.image.resize2d": legalize_resize2d,
+            relax.transform.LegalizeOps({"relax.image.resize2d": legalize_resize2d, "relax.nn.conv2d": legalize_conv2d,
                                          "relax.quantize": legalize_quantize, "relax.divide": legalize_divide}),
             relax.transform.AnnotateTIROpPattern(),
             _dequantize_fuses_forward,

@@ -7,12 +7,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import tvm
-from tvm import sym
 from tvm.s_tir import Schedule, ScheduleError
 from tvm.s_tir.transform import StmtSimplify
 from tvm.tirx.analysis import undefined_vars
 
 from compile.kernels.attrs import LANES
+
+ROW_BAND = 16  # output rows per padded band of a float depthwise input (A/B: 8 and 32 rows alike, 64 slower)
 from compile.kernels.resize_rows import (
     compute_rows,
     has_resize,
@@ -21,6 +22,7 @@ from compile.kernels.resize_rows import (
     resize_results,
     split_by_parity,
 )
+from compile.kernels.strided_reads import innermost_realize, vectorize_strided_reads
 from compile.toolchains import CompileTarget
 
 
@@ -80,70 +82,20 @@ def _vector_partial_sums(sch: Schedule) -> None:
             continue
 
 
-def _vectorize_strided_reads(sch: Schedule) -> None:
-    """An element-wise block that computes on an input read with a stride along its innermost loop (a
-    transpose from tokens [N, C] to planes [C, H, W]) is vectorized here, LANES outputs at a time: lane-by-lane
-    loads, vector arithmetic and stores. LLVM's own vectorizer leaves such a loop scalar (A/B on this
-    project's VM: the norm + residual + transpose kernels of 8 and 16 channels 0.14 -> 0.075 ms and 0.063 ->
-    0.036 ms), while it turns a plain strided copy into wide loads and shuffles, better than lane-by-lane
-    loads (the input image's transpose: 0.023 -> 0.044 ms if vectorized here)."""
-    for block in sch.get_child_blocks(sch.get_sblock("root")):
-        loops = sch.get_loops(block)
-        if not loops:
-            continue
-        realize = _realize(sch, block)
-        if (not sch.get(loops[-1]).body.same_as(realize) or int(sch.get(loops[-1]).extent) % LANES
-                or any(iv.iter_type != tvm.tirx.IterVar.DataPar for iv in realize.block.iter_vars)
-                or _moves_only(realize.block)):
-            continue
-        if _reads_with_stride(realize, sch.get(loops[-1]).loop_var):
-            _, inner = sch.split(loops[-1], [None, LANES])
-            sch.vectorize(inner)
-
-
-def _moves_only(block: tvm.s_tir.SBlock) -> bool:
-    """Does the block store a loaded value as it is (or only cast)?"""
-    value = block.body.value if isinstance(block.body, tvm.tirx.BufferStore) else None
-    while isinstance(value, tvm.tirx.Cast):
-        value = value.value
-    return isinstance(value, tvm.ir.TensorLoad)
-
-
-def _reads_with_stride(realize: tvm.s_tir.SBlockRealize, loop_var: tvm.tirx.Var) -> bool:
-    """Does the block read some buffer at flat offsets that do not move by 0 or 1 element per step of
-    `loop_var` (the offsets simplified within the block's iteration domain)?"""
-    analyzer = sym.Analyzer()
-    inner = None
-    for iv, value in zip(realize.block.iter_vars, realize.iter_values):
-        analyzer.bind(iv.var, iv.dom)
-        if value.same_as(loop_var):
-            inner = iv.var
-    if inner is None:
-        return False
-    for region in realize.block.reads:
-        flat = 0
-        for range_, extent in zip(region.region, region.source.shape):
-            flat = flat * extent + range_.min
-        step = sym.detect_linear_equation(analyzer.simplify(flat), [inner])
-        if not step or not isinstance(step[0], tvm.tirx.IntImm) or int(step[0]) not in (0, 1):
-            return True
-    return False
-
-
 def schedule_epilogues_per_element(func: tvm.tirx.PrimFunc,
                                    options: RuleOptions = RuleOptions()) -> tvm.tirx.PrimFunc:
     """The rule for the other kernels: `inline_elementwise`, then a reduction's element-wise consumer
     (max-pool -> ReLU), which cannot be inlined into it, is computed right after each reduced element, so
     their intermediate is one element instead of a tensor; long reductions become vector partial sums.
     A resize's 8-bit input is computed once into a buffer; with `resize_rows`, its 8-bit result row by row
-    (`compile.kernels.resize_rows`); with `strided_reads`, `_vectorize_strided_reads`."""
+    (`compile.kernels.resize_rows`); with `strided_reads`, `compile.kernels.strided_reads`."""
     sch = _inlined_around_resizes(func, options.vectorize and options.resize_rows)
     if not _has_root(sch):
         return sch.mod["main"]
     if options.vectorize:
         _vector_partial_sums(sch)
     if options.vectorize and options.strided_reads:
-        _vectorize_strided_reads(sch)
+        vectorize_strided_reads(sch)
     for block in sch.get_child_blocks(sch.get_sblock("root")):
         iters = sch.get(block).iter_vars
         if not any(iv.iter_type == tvm.tirx.IterVar.CommReduce for iv in iters):
@@ -199,17 +151,9 @@ def _reductions_at(sch: Schedule, consumer) -> None:
             continue
 
 
-def _realize(sch: Schedule, block) -> tvm.s_tir.SBlockRealize:
-    """The block's realization in the body of its innermost loop (alone there, or after blocks computed at
-    that loop): its iteration values in terms of the loop variables."""
-    body = sch.get(sch.get_loops(block)[-1]).body
-    stmts = body.seq if isinstance(body, tvm.tirx.SeqStmt) else [body]
-    return next(s for s in stmts if isinstance(s, tvm.s_tir.SBlockRealize) and s.block.same_as(sch.get(block)))
-
-
 def _loop_vars_reading(sch: Schedule, consumer, producers: list) -> set[str]:
     """Names of the loop variables of `consumer` that the indices it reads the producers' outputs at depend on."""
-    realize = _realize(sch, consumer)
+    realize = innermost_realize(sch, consumer)
     written = [region.source for p in producers for region in sch.get(p).writes]
     read_at = [r.min for region in sch.get(consumer).reads if any(region.source.same_as(w) for w in written)
                for r in region.region]
@@ -224,7 +168,8 @@ def schedule_accumulate_rows(func: tvm.tirx.PrimFunc, options: RuleOptions = Rul
     runs per row. The int32 accumulator then holds one output row instead of the whole output (workspace
     from megabytes to a kilobyte), and the innermost loop runs over contiguous outputs (vectorized
     epilogue; LLVM vectorizes the accumulation). The zero padding is built per output row for the input rows
-    it reads, except in a depthwise conv, which runs channel by channel and pads each input plane once.
+    it reads, except in a depthwise conv, which runs channel by channel and pads each input plane once (a
+    float input, `compile.passes.depthwise_float`: each band of ROW_BAND output rows).
     Nothing is vectorized without `options.vectorize` (TVM's C code generator: GCC vectorizes the loops)."""
     resized = options.resize_rows and has_resize(Schedule(func))
     sch = Schedule(inline_elementwise(func, keep=("pad_temp",)))
@@ -246,7 +191,10 @@ def schedule_accumulate_rows(func: tvm.tirx.PrimFunc, options: RuleOptions = Rul
     lanes = next((v for v in (LANES, 8, 4) if extent % v == 0), None) if options.vectorize else None
     row, channel = spatial[-2], spatial[1] if len(spatial) == 4 else None  # NCHW: (yy, ff)
     per_channel = channel is not None and _one_input_channel(sch, block, reduce_)
-    if per_channel:  # depthwise: channels outside rows, each channel's input padded once
+    if per_channel and _float_pad(sch, pads):  # depthwise on a float input: each channel's band of rows
+        band, row = sch.split(row, [None, min(ROW_BAND, int(sch.get(row).extent))])
+        order, inner_most, pad_at = [spatial[0], channel, band, row], row, band
+    elif per_channel:  # depthwise: channels outside rows, each channel's input padded once
         order, inner_most, pad_at = [spatial[0], channel, row], row, channel
     elif channel is not None:  # rows outside channels, so a padded input row band is built once per output row
         order, inner_most, pad_at = [spatial[0], row, channel], channel, row
@@ -271,6 +219,12 @@ def schedule_accumulate_rows(func: tvm.tirx.PrimFunc, options: RuleOptions = Rul
             _, vector = sch.split(sch.get_loops(consumer)[-1], [None, lanes])
             sch.vectorize(vector)
     return sch.mod["main"]
+
+
+def _float_pad(sch: Schedule, pads: list) -> bool:
+    """Is the padded input float (`compile.passes.depthwise_float`)? Its plane would take 4x the int8 one's
+    workspace (67 KB at 128x128), its bands of ROW_BAND rows take less than that."""
+    return any(str(sch.get(p).writes[0].source.dtype) == "float32" for p in pads)
 
 
 def _one_input_channel(sch: Schedule, block, reduce_: list) -> bool:

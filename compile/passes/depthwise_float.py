@@ -1,0 +1,86 @@
+"""A Relax rewrite: each int8 depthwise convolution accumulates in float32, where that is exact.
+
+`lower_int8` leaves a depthwise convolution as `conv2d(x_q, W_q, out_dtype="int32")`, and TVM legalizes it as
+int32 products of the widened int8 values. On x86 a 32-bit integer multiply is two micro-operations (AVX-512
+`vpmulld`) where a float multiply-add is one, and the input, widened to float once, is read by every tap
+without being widened again. Here the convolution becomes
+
+    astype(conv2d(x_q, W_q, out_dtype="float32"), "int32")
+
+and `legalize_conv2d` computes a conv2d of int8 operands with float32 output on its operands cast to float32
+first, in the same kernel (a cast before the conv in Relax would be a kernel of its own: FuseOps fuses no
+producer into a convolution), so the padded input is float.
+
+Every product of two int8 values and every partial sum of a depthwise convolution's taps are integers below
+2^24 in magnitude (`_exact`: taps x max |x| x max |W|; 3x3: 9 x 128 x 127 = 146,304), so float32 represents
+each exactly, in any order: the int32 result is the same, and so is the bundle's output. The schedule rule
+(`compile.kernels.rules.schedule_accumulate_rows`) pads the float input in bands of rows, so its workspace
+stays below the int8 plane's. Only where the target measured faster (`CompileTarget.float_depthwise`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tvm
+from tvm import relax, te, topi
+from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
+
+from compile.passes.common import with_new_main
+
+EXACT_FLOAT32 = 2**24  # integers of smaller magnitude are exact in float32, and so are their sums below it
+
+
+def _exact(x_dtype: str, weight: np.ndarray) -> bool:
+    """Is every partial sum of a depthwise output below 2^24 for any input of `x_dtype`?"""
+    info = np.iinfo(x_dtype)
+    x_max = max(abs(int(info.min)), abs(int(info.max)))
+    taps = int(np.prod(weight.shape[1:]))
+    return taps * x_max * int(np.abs(weight.astype(np.int64)).max(initial=0)) < EXACT_FLOAT32
+
+
+def _depthwise(conv: relax.Call, weight: np.ndarray) -> bool:
+    """A grouped NCHW conv2d with one input channel per output channel and one group per input channel."""
+    a = conv.attrs
+    groups = int(a.groups)
+    return (a.data_layout == "NCHW" and a.kernel_layout == "OIHW" and groups > 1 and weight.ndim == 4
+            and weight.shape[0] == groups and weight.shape[1] == 1)
+
+
+def depthwise_float(mod: tvm.IRModule) -> tuple[tvm.IRModule, int]:
+    """Rewrite each int8 depthwise conv2d with int32 output into float32 accumulation where exact (see the
+    module docstring); returns the module and how many."""
+    x_pattern, w_pattern = wildcard(), is_const()
+    pattern = is_op("relax.nn.conv2d")(x_pattern, w_pattern)
+    count = 0
+
+    def callback(expr: relax.Call, m: dict) -> relax.Expr:
+        nonlocal count
+        x, weight = m[x_pattern], m[w_pattern].value.numpy()
+        x_dtype = str(x.ty.dtype)
+        if (str(expr.attrs.out_dtype) != "int32" or x_dtype not in ("int8", "uint8") or weight.dtype != np.int8
+                or not _depthwise(expr, weight) or not _exact(x_dtype, weight)):
+            return expr
+        count += 1
+        a = expr.attrs
+        conv = relax.op.nn.conv2d(x, m[w_pattern], strides=a.strides, padding=a.padding, dilation=a.dilation,
+                                  groups=a.groups, data_layout="NCHW", kernel_layout="OIHW", out_dtype="float32")
+        return relax.op.astype(conv, "int32")
+
+    main = rewrite_call(pattern, callback, mod["main"])
+    return (with_new_main(relax.BlockBuilder(mod), main), count) if count else (mod, 0)
+
+
+def legalize_conv2d(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
+    """A conv2d of int8 / uint8 operands with float32 output (this pass's form): TOPI's conv on the operands
+    cast to float32 in the same kernel; any other conv2d as TVM legalizes it."""
+    x, w = call.args
+    if str(x.ty.dtype) not in ("int8", "uint8") or str(call.attrs.out_dtype) != "float32":
+        return call.op.get_attr("FLegalize")(bb, call)
+    a = call.attrs
+
+    def conv(x_q: te.Tensor, w_q: te.Tensor, **attrs) -> te.Tensor:
+        return topi.nn.conv(topi.cast(x_q, "float32"), topi.cast(w_q, "float32"), **attrs)
+
+    return bb.call_te(conv, x, w, stride=a.strides, padding=a.padding, dilation=a.dilation, groups=a.groups,
+                      data_layout=a.data_layout, kernel_layout=a.kernel_layout, out_dtype="float32",
+                      primfunc_name_hint="conv2d")

@@ -1,0 +1,81 @@
+"""compile.passes.depthwise_float: an int8 depthwise conv accumulates in float32 with the same int32 result
+(Before / Expected structure, values at the int8 extremes), what it leaves alone, and its kernel: the input
+cast to float and padded in bands of rows, same values as the int32 kernel."""
+
+from __future__ import annotations
+
+import numpy as np
+import tvm
+from conftest import run_relax
+from tvm import relax
+from tvm.s_tir import Schedule
+
+from compile.kernels.codegen import workspace_bytes
+from compile.kernels.fusion import fuse
+from compile.kernels.rules import ROW_BAND, RuleOptions, rule_schedule
+from compile.passes.depthwise_float import depthwise_float
+
+RNG = np.random.default_rng(5)
+C, H, W = 3, 40, 16
+
+
+def _depthwise(weight: np.ndarray, out_dtype: str, groups: int = C) -> tvm.IRModule:
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, C, H, W), "int8"))
+    pad = weight.shape[-1] // 2
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            conv = relax.op.nn.conv2d(x, relax.const(weight), padding=[pad, pad], groups=groups, out_dtype=out_dtype)
+            out = bb.emit_output(relax.op.astype(conv, "int32") if out_dtype == "float32" else conv)
+        bb.emit_func_output(out)
+    return relax.transform.Normalize()(bb.get())
+
+
+def _extreme_weight(k: int = 3) -> np.ndarray:
+    return RNG.choice(np.array([-127, 127], np.int8), (C, 1, k, k))
+
+
+def test_depthwise_float_structure_and_values() -> None:
+    weight = _extreme_weight()
+    before = _depthwise(weight, "int32")
+    after, count = depthwise_float(before)
+    assert count == 1
+    tvm.ir.assert_structural_equal(after, _depthwise(weight, "float32"))
+    x = np.full((1, C, H, W), -128, np.int8)  # every sum at its largest magnitude (9 x 128 x 127)
+    x[0, :, ::3] = 127
+    np.testing.assert_array_equal(run_relax(after, x), run_relax(before, x))
+
+
+def test_depthwise_float_leaves_dense_and_inexact_convs() -> None:
+    dense = _depthwise(RNG.integers(-127, 128, (C, C, 3, 3)).astype(np.int8), "int32", groups=1)
+    assert depthwise_float(dense)[1] == 0
+    inexact = _depthwise(_extreme_weight(k=33), "int32")  # 1089 x 128 x 127 >= 2^24: float32 could round
+    assert depthwise_float(inexact)[1] == 0
+
+
+def _kernel(mod: tvm.IRModule) -> tvm.tirx.PrimFunc:
+    fused, macs = fuse(mod)
+    name, func = next((gv.name_hint, f) for gv, f in fused.functions.items() if isinstance(f, tvm.tirx.PrimFunc))
+    return rule_schedule(func, macs[name], RuleOptions())
+
+
+def _run(func: tvm.tirx.PrimFunc, x: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    lib = tvm.tirx.build(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target="llvm")
+    out = tvm.runtime.tensor(np.zeros((1, C, H, W), np.int32))
+    lib["main"](tvm.runtime.tensor(x), tvm.runtime.tensor(weight), out)  # the constant weight: a parameter
+    return out.numpy()
+
+
+def test_float_depthwise_kernel_pads_bands_of_rows_with_the_int32_values() -> None:
+    weight = RNG.integers(-127, 128, (C, 1, 3, 3)).astype(np.int8)
+    int32_kernel = _kernel(_depthwise(weight, "int32"))
+    float_kernel = _kernel(depthwise_float(_depthwise(weight, "int32"))[0])
+    x = RNG.integers(-128, 128, (1, C, H, W)).astype(np.int8)
+    np.testing.assert_array_equal(_run(float_kernel, x, weight), _run(int32_kernel, x, weight))
+    sch = Schedule(float_kernel)
+    pad = sch.get_sblock("pad_temp")
+    assert str(sch.get(pad).writes[0].source.dtype) == "float32"
+    extents = [int(sch.get(lp).extent) for lp in sch.get_loops(pad)]
+    assert extents[-2:] == [ROW_BAND + 2, W + 2]  # one band of output rows and its two halo rows
+    plane = 4 * (H + 2) * (W + 2)
+    assert workspace_bytes(tvm.IRModule({"main": float_kernel}))["main"] < plane
