@@ -62,9 +62,9 @@ class CompileTarget:
     # compile.passes.matmul_nchw's epilogues of 8 channels reading a token's channels in one step (x86-64:
     # 0.076 -> 0.041 ms; M55 125.70 -> 125.99 M)
     strided_reads: bool = False
-    # compile.passes.depthwise_float: int8 depthwise convolutions accumulate in float32, exactly, where it measured
-    # faster (x86-64: an 8-channel 128x128 one 0.085 -> 0.052 ms with AVX-512, 0.226 -> 0.203 ms with AVX2; the
-    # M55 and the Linux Arm / RISC-V targets keep int32)
+    # compile.passes.depthwise_float: int8 depthwise convolutions of rows of 16 or more accumulate in float32,
+    # exactly, where it measured faster (x86-64: 8 x 128x128 0.085 -> 0.052 ms with AVX-512, 0.226 -> 0.203 ms
+    # with AVX2; 16 x 64x64 0.042 -> 0.028 ms; the M55 and the Linux Arm / RISC-V targets keep int32, unmeasured)
     float_depthwise: bool = False
     notes: str = field(default="", compare=False)
 

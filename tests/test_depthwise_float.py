@@ -13,15 +13,15 @@ from tvm.s_tir import Schedule
 from compile.kernels.codegen import workspace_bytes
 from compile.kernels.fusion import fuse
 from compile.kernels.rules import ROW_BAND, RuleOptions, rule_schedule
-from compile.passes.depthwise_float import depthwise_float
+from compile.passes.depthwise_float import MIN_WIDTH, depthwise_float
 
 RNG = np.random.default_rng(5)
 C, H, W = 3, 40, 16
 
 
-def _depthwise(weight: np.ndarray, out_dtype: str, groups: int = C) -> tvm.IRModule:
+def _depthwise(weight: np.ndarray, out_dtype: str, groups: int = C, width: int = W) -> tvm.IRModule:
     bb = relax.BlockBuilder()
-    x = relax.Var("x", relax.TensorType((1, C, H, W), "int8"))
+    x = relax.Var("x", relax.TensorType((1, C, H, width), "int8"))
     pad = weight.shape[-1] // 2
     with bb.function("main", [x]):
         with bb.dataflow():
@@ -46,11 +46,13 @@ def test_depthwise_float_structure_and_values() -> None:
     np.testing.assert_array_equal(run_relax(after, x), run_relax(before, x))
 
 
-def test_depthwise_float_leaves_dense_and_inexact_convs() -> None:
+def test_depthwise_float_leaves_dense_inexact_and_narrow_convs() -> None:
     dense = _depthwise(RNG.integers(-127, 128, (C, C, 3, 3)).astype(np.int8), "int32", groups=1)
     assert depthwise_float(dense)[1] == 0
     inexact = _depthwise(_extreme_weight(k=33), "int32")  # 1089 x 128 x 127 >= 2^24: float32 could round
     assert depthwise_float(inexact)[1] == 0
+    narrow = _depthwise(_extreme_weight(), "int32", width=MIN_WIDTH // 2)
+    assert depthwise_float(narrow)[1] == 0
 
 
 def _kernel(mod: tvm.IRModule) -> tvm.tirx.PrimFunc:
