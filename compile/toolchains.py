@@ -63,9 +63,13 @@ class CompileTarget:
     # 0.076 -> 0.041 ms; M55 125.70 -> 125.99 M)
     strided_reads: bool = False
     # compile.passes.depthwise_float: int8 depthwise convolutions of rows of 16 or more accumulate in float32,
-    # exactly, where it measured faster (x86-64: 8 x 128x128 0.085 -> 0.052 ms with AVX-512, 0.226 -> 0.203 ms
-    # with AVX2; 16 x 64x64 0.042 -> 0.028 ms; the M55 and the Linux Arm / RISC-V targets keep int32, unmeasured)
+    # exactly, where it measured faster (x86-64 AVX-512: 8 x 128x128 0.085 -> 0.052 ms, 16 x 64x64 0.042 -> 0.028
+    # ms; AVX2: 16 x 64x64 0.14 -> 0.115 ms, 8 x 128x128 and 24 x 32x32 within 10% either way; the M55 and the
+    # Linux Arm / RISC-V targets keep int32, unmeasured)
     float_depthwise: bool = False
+    # compile.kernels.row_sums: per-token norm sums of 16 or more int8 channels loaded row by row and added
+    # across the row (x86-64 AVX-512: 4096 x 16 0.033 -> 0.017 ms, the norms 0.99 -> 0.87 ms; others unmeasured)
+    row_sums: bool = False
     notes: str = field(default="", compare=False)
 
     @property
@@ -136,7 +140,7 @@ def _x86(name: str, board: str, cpu: str, dot_product: DotProduct | None = None,
     return CompileTarget(
         name=name, board=board, triple="x86_64-linux-gnu", llvm=llvm, cflags=(f"-march={cpu}",),
         cross_prefix="", compiler_package="gcc", vector_register_bytes=16 * 32, dot_product=dot_product,
-        resize_rows=True, strided_reads=True, float_depthwise=True,
+        resize_rows=True, strided_reads=True, float_depthwise=True, row_sums=True,
     )
 
 

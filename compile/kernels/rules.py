@@ -22,6 +22,7 @@ from compile.kernels.resize_rows import (
     resize_results,
     split_by_parity,
 )
+from compile.kernels.row_sums import tensorize_row_sums
 from compile.kernels.strided_reads import innermost_realize, vectorize_strided_reads
 from compile.toolchains import CompileTarget
 
@@ -29,15 +30,17 @@ from compile.toolchains import CompileTarget
 @dataclass(frozen=True)
 class RuleOptions:
     """The rules' choices that depend on the target: `vectorize` (False for TVM's C code generator, which has
-    no vector types), `resize_rows` and `strided_reads` (`CompileTarget`'s, where they measured faster)."""
+    no vector types), `resize_rows`, `strided_reads` and `row_sums` (`CompileTarget`'s, where they measured
+    faster)."""
 
     vectorize: bool = True
     resize_rows: bool = False
     strided_reads: bool = False
+    row_sums: bool = False
 
     @classmethod
     def of(cls, target: CompileTarget, vectorize: bool = True) -> RuleOptions:
-        return cls(vectorize, target.resize_rows, target.strided_reads)
+        return cls(vectorize, target.resize_rows, target.strided_reads, vectorize and target.row_sums)
 
 
 def inline_elementwise(func: tvm.tirx.PrimFunc, keep: tuple[str, ...] = ()) -> tvm.tirx.PrimFunc:
@@ -96,6 +99,8 @@ def schedule_epilogues_per_element(func: tvm.tirx.PrimFunc,
         _vector_partial_sums(sch)
     if options.vectorize and options.strided_reads:
         vectorize_strided_reads(sch)
+    if options.row_sums:
+        tensorize_row_sums(sch)
     for block in sch.get_child_blocks(sch.get_sblock("root")):
         iters = sch.get(block).iter_vars
         if not any(iv.iter_type == tvm.tirx.IterVar.CommReduce for iv in iters):
