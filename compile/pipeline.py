@@ -115,8 +115,8 @@ def lower_to_kernels(cfg: CompileConfig, log: Callable[[str], None] = lambda _: 
         log(f"{count} norms: mean and standard deviation from integer sums of the int8 input")
         mod, count = norm_deviation(mod)
         log(f"{count} norms of float values: standard deviation once per group, from the norm's mean")
-        if target.lookup_tables:
-            mod, count = lookup_tables(mod)
+        if target.lookup_tables != "none":
+            mod, count = lookup_tables(mod, per_tensor_only=target.lookup_tables == "per_tensor")
             log(f"{count} element-wise chains from one int8 value (norms, GELU) as lookup tables")
         mod, _ = qparams_as_tensors(mod)  # one kernel for calls that differ only in their scales
     log("legalize and fuse (TVM Relax passes)")

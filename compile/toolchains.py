@@ -48,10 +48,12 @@ class CompileTarget:
     # SIMD register file (registers x bytes) a kernel can keep accumulators in; 0: scalar only
     vector_register_bytes: int = 0
     dot_product: DotProduct | None = None  # int8 dot-product instruction of this CPU; None: none (or not used)
-    # compile.passes.lookup_tables: int8 -> int8 norm / GELU chains as tables, where they measured faster
-    # (Helium has no vector float division: M55 icount 135.3 -> 130.0 M; on AVX-512 the lookups measured slower
-    # than the vectorized chains, so not on x86; the Linux Arm / RISC-V targets are unmeasured, no board)
-    lookup_tables: bool = False
+    # compile.passes.lookup_tables: int8 -> int8 norm / GELU chains as tables, where they measured faster: "all"
+    # (Helium has no vector float division: M55 icount 135.3 -> 130.0 M), "per_tensor", only chains with one table
+    # for the whole tensor, GELU's (x86-64 AVX-512: GELU kernels 0.269 -> 0.087 ms of lookups + 0.058 ms of
+    # transposes; the norms' per-channel tables, built at run time, measured slower than their vectorized
+    # chains), or "none" (the Linux Arm / RISC-V targets: unmeasured, no board)
+    lookup_tables: str = "none"
     # compile.kernels.resize_rows: a 2x upsample's rows split by parity into clamp-free steps of two pixels,
     # where they measured faster (x86-64: final conv 0.65 -> 0.13 ms; M55: 127.26 -> 125.70 M instructions in
     # all; the Linux Arm / RISC-V targets are unmeasured, no board)
@@ -140,7 +142,7 @@ def _x86(name: str, board: str, cpu: str, dot_product: DotProduct | None = None,
     return CompileTarget(
         name=name, board=board, triple="x86_64-linux-gnu", llvm=llvm, cflags=(f"-march={cpu}",),
         cross_prefix="", compiler_package="gcc", vector_register_bytes=16 * 32, dot_product=dot_product,
-        resize_rows=True, strided_reads=True, float_depthwise=True, row_sums=True,
+        resize_rows=True, strided_reads=True, float_depthwise=True, row_sums=True, lookup_tables="per_tensor",
     )
 
 
@@ -191,7 +193,7 @@ TARGETS: dict[str, CompileTarget] = {
             ram_budget=4 * 2**20,  # the SSE-300's internal SRAM on the AN547
             resize_rows=True,
             vector_register_bytes=8 * 16,  # Helium: 8 x 128 bits
-            lookup_tables=True,
+            lookup_tables="all",
             notes="firmware: startup, AN547 linker script and a semihosting runner; run under qemu-system-arm",
         ),
         _x86("x86_64", "this host (x86-64-v3: AVX2, FMA), for parity checks and host benchmarks", "haswell"),

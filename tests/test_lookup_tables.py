@@ -82,6 +82,12 @@ def test_gelu_is_one_table_with_the_same_values() -> None:
     np.testing.assert_array_equal(run_relax(after, *inputs), run_relax(before, *inputs))
 
 
+def test_per_tensor_only_keeps_gelu_and_leaves_the_plane_norm() -> None:
+    assert lookup_tables(_module((1, 8, 16, 16), [], _gelu), per_tensor_only=True)[1] == 1
+    norm = _module((1, 4, 32, 32), [(1, 4, 1, 1), (1, 4, 1, 1)], _plane_norm)
+    assert lookup_tables(norm, per_tensor_only=True)[1] == 0
+
+
 def test_per_token_norm_over_few_channels_is_left_alone() -> None:
     """A table per token (64 x 256 entries) would be larger than the 64 x 8 input it replaces."""
     _, count = lookup_tables(_module((1, 64, 8), [(1, 64, 1), (1, 64, 1)], _plane_norm_tokens))
@@ -104,4 +110,4 @@ def test_a_chain_of_two_int8_values_is_left_alone() -> None:
 def test_only_the_targets_where_tables_measured_faster_use_them(bundles: dict[str, Path]) -> None:
     for name, bundle in bundles.items():
         kernels = {k["name"] for k in json.loads((bundle / "metadata.json").read_text())["kernels"]}
-        assert any(k.startswith("lookup") for k in kernels) == get_target(name).lookup_tables, name
+        assert any(k.startswith("lookup") for k in kernels) == (get_target(name).lookup_tables != "none"), name

@@ -13,7 +13,9 @@ bit-identical to the chain's. A chain is rewritten only where each table entry r
 `MIN_ELEMENTS_PER_ENTRY` element evaluations (a per-token LayerNorm over 8 channels would need a table
 larger than its input). The pipeline runs this pass only for targets where it measured faster
 (`CompileTarget.lookup_tables`): a lookup is a byte gather, and where the CPU divides 16 floats per instruction
-(AVX-512) the chain itself was faster.
+(AVX-512) a norm's chain was faster than its per-channel tables built at run time, while GELU's one table
+(per tensor, folded at compile time) replaced an `erf` polynomial and a division per element with a lookup
+(`per_tensor_only`).
 """
 
 from __future__ import annotations
@@ -92,9 +94,9 @@ class _Chain:
 
 @relax.expr_functor.mutator
 class _LookupTables(relax.PyExprMutator):
-    def __init__(self, mod: tvm.IRModule, defs: dict[relax.Var, tuple[int, relax.Expr]]) -> None:
+    def __init__(self, mod: tvm.IRModule, defs: dict[relax.Var, tuple[int, relax.Expr]], per_tensor_only: bool) -> None:
         super().__init__(mod)
-        self.defs = defs
+        self.defs, self.per_tensor_only = defs, per_tensor_only
         self.kernels: dict[tuple, relax.GlobalVar] = {}
         self.count = 0
 
@@ -107,7 +109,8 @@ class _LookupTables(relax.PyExprMutator):
             return super().visit_var_binding_(binding)
         q_type = str(chain.q.ty.dtype)
         levels = np.arange(np.iinfo(q_type).min, np.iinfo(q_type).max + 1).astype(q_type)
-        if math.prod(chain.table) * len(levels) * MIN_ELEMENTS_PER_ENTRY > math.prod(shape):
+        if (math.prod(chain.table) * len(levels) * MIN_ELEMENTS_PER_ENTRY > math.prod(shape)
+                or (self.per_tensor_only and math.prod(chain.table) > 1)):
             return super().visit_var_binding_(binding)
         levels_const = relax.const(levels.reshape((1,) * len(shape) + (len(levels),)))
         table_value = relax.Call(value.op, [self._table(value.args[0], chain, levels_const, {}), *value.args[1:]],
@@ -141,11 +144,12 @@ class _LookupTables(relax.PyExprMutator):
         return out
 
 
-def lookup_tables(mod: tvm.IRModule) -> tuple[tvm.IRModule, int]:
+def lookup_tables(mod: tvm.IRModule, per_tensor_only: bool = False) -> tuple[tvm.IRModule, int]:
     """Rewrite each element-wise chain from one int8 value to a quantize as a table and a lookup (see the
-    module docstring); returns the module and how many chains were rewritten."""
+    module docstring; `per_tensor_only`: only chains with one table for the whole tensor); returns the module
+    and how many chains were rewritten."""
     main = mod["main"]
-    mutator = _LookupTables(mod, definitions(main))
+    mutator = _LookupTables(mod, definitions(main), per_tensor_only)
     new_main = mutator.visit_expr(main)
     if not mutator.count:
         return mod, 0
