@@ -82,6 +82,21 @@ def test_gelu_is_one_table_with_the_same_values() -> None:
     np.testing.assert_array_equal(run_relax(after, *inputs), run_relax(before, *inputs))
 
 
+def test_a_lookup_reads_its_value_through_the_layout_ops_before_it() -> None:
+    """GELU of planes -> tokens (UCM-Net's form): one kernel reads the planes, no transposed copy first."""
+    def tokens_gelu(bb, q, params):
+        tokens = bb.emit(relax.op.permute_dims(bb.emit(relax.op.reshape(q, (1, 8, 256))), [0, 2, 1]))
+        return _gelu(bb, tokens, params)
+
+    before = _module((1, 8, 16, 16), [], tokens_gelu)
+    after, count = lookup_tables(before)
+    assert count == 1
+    inputs = _inputs((1, 8, 16, 16), [])
+    np.testing.assert_array_equal(run_relax(after, *inputs), run_relax(before, *inputs))
+    fused, _ = fuse(after)
+    assert [gv.name_hint for gv in fused.functions if gv.name_hint != "main"] == ["lookup"]
+
+
 def test_per_tensor_only_keeps_gelu_and_leaves_the_plane_norm() -> None:
     assert lookup_tables(_module((1, 8, 16, 16), [], _gelu), per_tensor_only=True)[1] == 1
     norm = _module((1, 4, 32, 32), [(1, 4, 1, 1), (1, 4, 1, 1)], _plane_norm)

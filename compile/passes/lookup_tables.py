@@ -9,7 +9,8 @@ parameters, a table of [parameter axes..., 256] int8, and each element is a look
 tables of TFLite and CMSIS-NN, here built at run time because a norm's statistics depend on the image).
 
 The table is computed by the same operations on the same values, so every entry, and so every element, is
-bit-identical to the chain's. A chain is rewritten only where each table entry replaces at least
+bit-identical to the chain's. Where the int8 value is a reshape / permute_dims of another (GELU's planes ->
+tokens transpose in UCM-Net), the lookup kernel reads that one through them: no transposed copy first. A chain is rewritten only where each table entry replaces at least
 `MIN_ELEMENTS_PER_ENTRY` element evaluations (a per-token LayerNorm over 8 channels would need a table
 larger than its input). The pipeline runs this pass only for targets where it measured faster
 (`CompileTarget.lookup_tables`): a lookup is a byte gather, and where the CPU divides 16 floats per instruction
@@ -24,7 +25,7 @@ import math
 
 import numpy as np
 import tvm
-from tvm import relax, te
+from tvm import relax, te, topi
 
 from compile.kernels.attrs import OpPattern
 from compile.passes.common import bound_value, definitions, op_name, qparams
@@ -36,10 +37,22 @@ MIN_ELEMENTS_PER_ENTRY = 4
 KERNEL_NAME = "lookup"
 
 
-def lookup_kernel(shape: tuple[int, ...], table_shape: tuple[int, ...], in_dtype: str,
+Layout = tuple[tuple[str, tuple[int, ...]], ...]  # ("reshape", new shape) / ("permute_dims", axes), in order
+
+
+def _laid_out(source: te.Tensor, layout: Layout) -> te.Tensor:
+    for op, arg in layout:
+        source = topi.reshape(source, arg) if op == "reshape" else topi.transpose(source, arg)
+    return source
+
+
+def lookup_kernel(source_shape: tuple[int, ...], layout: Layout, table_shape: tuple[int, ...], in_dtype: str,
                   out_dtype: str) -> tvm.tirx.PrimFunc:
-    """out[i] = table[i along the table's parameter axes (0 where it has size 1), q[i] - min(in_dtype)]."""
-    q = te.placeholder(shape, in_dtype, name="q")
+    """out[i] = table[i along the table's parameter axes (0 where it has size 1), q[i] - min(in_dtype)], q the
+    kernel's input after `layout` (GELU's planes -> tokens transpose, read in place instead of copied first)."""
+    source = te.placeholder(source_shape, in_dtype, name="q")
+    q = _laid_out(source, layout)
+    shape = tuple(int(d) for d in q.shape)
     table = te.placeholder(table_shape, out_dtype, name="table")
     offset = -int(np.iinfo(in_dtype).min)
 
@@ -49,7 +62,7 @@ def lookup_kernel(shape: tuple[int, ...], table_shape: tuple[int, ...], in_dtype
 
     out = te.compute(shape, entry, name="lookup")
     # its own kernel: fused with the table's producer, the table would be inlined into each lookup again
-    return te.create_prim_func([q, table, out]).without_attr("global_symbol").with_attr(
+    return te.create_prim_func([source, table, out]).without_attr("global_symbol").with_attr(
         "op_pattern", int(OpPattern.OPAQUE))
 
 
@@ -92,6 +105,18 @@ class _Chain:
         return True
 
 
+def _layout_source(q: relax.Expr, defs: dict) -> tuple[relax.Expr, Layout]:
+    """The int8 value `q` is a reshape / permute_dims chain of, and that chain, first op first."""
+    layout = []
+    value = bound_value(q, defs)
+    while op_name(value) in ("relax.reshape", "relax.permute_dims") and value.args[0].ty.dtype == q.ty.dtype:
+        arg = value.args[1].values if op_name(value) == "relax.reshape" else value.attrs.axes
+        layout.append((op_name(value).removeprefix("relax."), tuple(int(d) for d in arg)))
+        q = value.args[0]
+        value = bound_value(q, defs)
+    return q, tuple(reversed(layout))
+
+
 @relax.expr_functor.mutator
 class _LookupTables(relax.PyExprMutator):
     def __init__(self, mod: tvm.IRModule, defs: dict[relax.Var, tuple[int, relax.Expr]], per_tensor_only: bool) -> None:
@@ -117,10 +142,11 @@ class _LookupTables(relax.PyExprMutator):
                                  value.attrs)
         table = self.builder_.emit(table_value)
         table_shape = (*chain.table, len(levels))
-        key = (shape, table_shape, q_type, quant.dtype)
+        source, layout = _layout_source(chain.q, self.defs)
+        key = (tuple(int(d) for d in source.ty.shape.values), layout, table_shape, q_type, quant.dtype)
         if key not in self.kernels:
             self.kernels[key] = self.builder_.add_func(lookup_kernel(*key), KERNEL_NAME)
-        lookup = relax.call_tir(self.kernels[key], [self.visit_expr(chain.q), table], binding.var.ty)
+        lookup = relax.call_tir(self.kernels[key], [self.visit_expr(source), table], binding.var.ty)
         emit = self.builder_.emit if isinstance(binding.var, relax.DataflowVar) else self.builder_.emit_output
         self.set_var_remap(binding.var, emit(lookup, binding.var.name))
         self.count += 1
