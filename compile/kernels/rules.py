@@ -12,8 +12,6 @@ from tvm.s_tir.transform import StmtSimplify
 from tvm.tirx.analysis import undefined_vars
 
 from compile.kernels.attrs import LANES
-
-ROW_BAND = 16  # output rows per padded band of a float depthwise input (A/B: 8 and 32 rows alike, 64 slower)
 from compile.kernels.resize_rows import (
     compute_rows,
     has_resize,
@@ -25,6 +23,8 @@ from compile.kernels.resize_rows import (
 from compile.kernels.row_sums import tensorize_row_sums
 from compile.kernels.strided_reads import innermost_realize, vectorize_strided_reads
 from compile.toolchains import CompileTarget
+
+ROW_BAND = 16  # output rows per padded band of a float depthwise input (A/B: 8 and 32 rows alike, 64 slower)
 
 
 @dataclass(frozen=True)

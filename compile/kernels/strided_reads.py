@@ -61,7 +61,6 @@ def _reads_with_stride(realize: tvm.s_tir.SBlockRealize, loop_var: tvm.tirx.Var)
     return False
 
 
-
 def innermost_realize(sch: Schedule, block) -> tvm.s_tir.SBlockRealize:
     """The block's realization in the body of its innermost loop (alone there, or after blocks computed at
     that loop): its iteration values in terms of the loop variables."""

@@ -10,11 +10,11 @@ tables of TFLite and CMSIS-NN, here built at run time because a norm's statistic
 
 The table is computed by the same operations on the same values, so every entry, and so every element, is
 bit-identical to the chain's. Where the int8 value is a reshape / permute_dims of another (GELU's planes ->
-tokens transpose in UCM-Net), the lookup kernel reads that one through them: no transposed copy first. A chain is rewritten only where each table entry replaces at least
-`MIN_ELEMENTS_PER_ENTRY` element evaluations (a per-token LayerNorm over 8 channels would need a table
-larger than its input). The pipeline runs this pass only for targets where it measured faster
-(`CompileTarget.lookup_tables`): a lookup is a byte gather, and where the CPU divides 16 floats per instruction
-(AVX-512) a norm's chain was faster than its per-channel tables built at run time, while GELU's one table
+tokens transpose in UCM-Net), the lookup kernel reads that one through them: no transposed copy first. A chain
+is rewritten only where each table entry replaces at least `MIN_ELEMENTS_PER_ENTRY` element evaluations (a
+per-token LayerNorm over 8 channels would need a table larger than its input). The pipeline runs this pass only
+for targets where it measured faster (`CompileTarget.lookup_tables`): a lookup is a byte gather, and where the
+CPU divides 16 floats per instruction (AVX-512) a norm's chain was faster than its per-channel tables built at run time, while GELU's one table
 (per tensor, folded at compile time) replaced an `erf` polynomial and a division per element with a lookup
 (`per_tensor_only`).
 """
@@ -29,6 +29,7 @@ from tvm import relax, te, topi
 
 from compile.kernels.attrs import OpPattern
 from compile.passes.common import bound_value, definitions, op_name, qparams
+from compile.passes.int8_dataflow import LAYOUT_OPS
 
 ELEMENTWISE = ("relax.add", "relax.subtract", "relax.multiply", "relax.divide", "relax.erf", "relax.tanh",
                "relax.exp", "relax.sigmoid", "relax.sqrt", "relax.nn.relu", "relax.maximum", "relax.minimum",
@@ -109,7 +110,7 @@ def _layout_source(q: relax.Expr, defs: dict) -> tuple[relax.Expr, Layout]:
     """The int8 value `q` is a reshape / permute_dims chain of, and that chain, first op first."""
     layout = []
     value = bound_value(q, defs)
-    while op_name(value) in ("relax.reshape", "relax.permute_dims") and value.args[0].ty.dtype == q.ty.dtype:
+    while op_name(value) in LAYOUT_OPS and value.args[0].ty.dtype == q.ty.dtype:
         arg = value.args[1].values if op_name(value) == "relax.reshape" else value.attrs.axes
         layout.append((op_name(value).removeprefix("relax."), tuple(int(d) for d in arg)))
         q = value.args[0]
@@ -119,7 +120,8 @@ def _layout_source(q: relax.Expr, defs: dict) -> tuple[relax.Expr, Layout]:
 
 @relax.expr_functor.mutator
 class _LookupTables(relax.PyExprMutator):
-    def __init__(self, mod: tvm.IRModule, defs: dict[relax.Var, tuple[int, relax.Expr]], per_tensor_only: bool) -> None:
+    def __init__(self, mod: tvm.IRModule, defs: dict[relax.Var, tuple[int, relax.Expr]],
+                 per_tensor_only: bool) -> None:
         super().__init__(mod)
         self.defs, self.per_tensor_only = defs, per_tensor_only
         self.kernels: dict[tuple, relax.GlobalVar] = {}
