@@ -48,7 +48,7 @@ class RelaxRewrite:
 
 RELAX_REWRITES = (
     RelaxRewrite("recompute_stem", lambda mod, target: recompute_groupnorm(mod, target.vector_register_bytes,
-                                                                             target.dot_product),
+                                                                             target.dot_product, target.float_stem),
                  "{n} conv -> GroupNorm -> max-pool chain(s) recompute the conv instead of storing it"),
     RelaxRewrite("matmul_nchw", lambda mod, target: matmul_nchw(mod, target.dot_product, target.strided_reads),
                  "{n} token matmuls write channel-first directly (no transposed copy)"),

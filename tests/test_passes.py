@@ -10,9 +10,10 @@ from conftest import run_relax
 from tvm import relax
 from tvm.script import relax as R
 
+from compile.kernels.stem import pool_kernel, stats_kernel
 from compile.passes.lower_int8 import lower_int8
 from compile.passes.matmul_nchw import matmul_nchw, matmul_nchw_kernel
-from compile.passes.recompute_groupnorm import pool_kernel, recompute_groupnorm, stats_kernel
+from compile.passes.recompute_groupnorm import recompute_groupnorm
 
 RNG = np.random.default_rng(0)
 W_CONV = RNG.integers(-20, 20, (4, 3, 3, 3)).astype(np.int8)
@@ -264,3 +265,15 @@ def test_stem_conv_loop_order_follows_the_vector_registers(register_bytes: int) 
         extents = [int(sch.get(lp).extent) for lp in sch.get_loops(sch.get_sblock("conv2d_nchw_update"))]
         # innermost: in channels and taps (3, 3, 3), then the 4 output channels or not, then the row of 8
         assert extents[-4:] == ([3, 3, 4, 8] if register_bytes == 512 else [3, 3, 3, 8]), extents
+
+
+def test_recompute_groupnorm_float_sums_give_the_int32_values() -> None:
+    """With `float_sums` the stem conv takes float32 weights and accumulates in float32 (every sum here is an
+    integer below 2^24): the rewritten stem's output equals the int32 one's, bit for bit."""
+    before = _stem_before(quantize=True)
+    ints, _ = recompute_groupnorm(before)
+    floats, count = recompute_groupnorm(before, float_sums=True)
+    assert count == 1
+    assert [str(p.ty.dtype) for p in floats["stem1_stats"].params[:2]] == ["uint8", "float32"]
+    x = RNG.integers(0, 256, (1, 3, 8, 8)).astype(np.uint8)
+    np.testing.assert_array_equal(run_relax(floats, x), run_relax(ints, x))

@@ -12,10 +12,10 @@ first, in the same kernel (a cast before the conv in Relax would be a kernel of 
 producer into a convolution), so the padded input is float.
 
 Every product of two int8 values and every partial sum of a depthwise convolution's taps are integers below
-2^24 in magnitude (`_exact`: taps x max |x| x max |W|; 3x3: 9 x 128 x 127 = 146,304), so float32 represents
-each exactly, in any order: the int32 result is the same, and so is the bundle's output. The schedule rule
-(`compile.kernels.rules.schedule_accumulate_rows`) pads the float input in bands of rows, so its workspace
-stays below the int8 plane's. Only where the target measured faster (`CompileTarget.float_depthwise`).
+2^24 in magnitude (`float_exact`: max |x| x the channel's sum of |W|; 3x3: at most 9 x 128 x 128 = 147,456), so
+float32 represents each exactly, in any order: the int32 result is the same, and so is the bundle's output. The
+schedule rule (`compile.kernels.rules.schedule_accumulate_rows`) pads the float input in bands of rows, so its
+workspace stays below the int8 plane's. Only where the target measured faster (`CompileTarget.float_depthwise`).
 """
 
 from __future__ import annotations
@@ -33,12 +33,14 @@ EXACT_FLOAT32 = 2**24  # integers of smaller magnitude are exact in float32, and
 MIN_WIDTH = 16
 
 
-def _exact(x_dtype: str, weight: np.ndarray) -> bool:
-    """Is every partial sum of a depthwise output below 2^24 for any input of `x_dtype`?"""
+def float_exact(x_dtype: str, weight: np.ndarray, bias: np.ndarray | None = None) -> bool:
+    """Is every partial sum of a convolution's output channel (bias included) below 2^24 for any input of
+    `x_dtype`? Each is at most max |x| times the sum of the channel's |W| (weight [O, ...]), plus |bias|."""
     info = np.iinfo(x_dtype)
     x_max = max(abs(int(info.min)), abs(int(info.max)))
-    taps = int(np.prod(weight.shape[1:]))
-    return taps * x_max * int(np.abs(weight.astype(np.int64)).max(initial=0)) < EXACT_FLOAT32
+    w_sums = np.abs(weight.astype(np.int64)).reshape(weight.shape[0], -1).sum(axis=1)
+    b = np.zeros(weight.shape[0], np.int64) if bias is None else np.abs(bias.astype(np.int64))
+    return bool((x_max * w_sums + b).max(initial=0) < EXACT_FLOAT32)
 
 
 def _depthwise(conv: relax.Call, weight: np.ndarray) -> bool:
@@ -61,7 +63,7 @@ def depthwise_float(mod: tvm.IRModule) -> tuple[tvm.IRModule, int]:
         x, weight = m[x_pattern], m[w_pattern].value.numpy()
         x_dtype = str(x.ty.dtype)
         if (str(expr.attrs.out_dtype) != "int32" or x_dtype not in ("int8", "uint8") or weight.dtype != np.int8
-                or not _depthwise(expr, weight) or not _exact(x_dtype, weight)
+                or not _depthwise(expr, weight) or not float_exact(x_dtype, weight)
                 or int(x.ty.shape.values[-1]) < MIN_WIDTH):
             return expr
         count += 1

@@ -14,24 +14,23 @@ known, so the chain is rewritten into two kernels that each *recompute* the int8
 
 The price is the stem convolution computed twice; the float conv output is never stored. Where the target
 has an int8 dot-product instruction that multiplies the image's uint8 pixels (x86 VNNI), the conv is
-tensorized with it: 4 horizontally adjacent pixels of a channel and kernel row per instruction. Only this exact
+tensorized with it; where it has none and the target measured it faster, the conv accumulates in float32,
+exactly (`compile.kernels.stem`, which holds the two kernels). Only this exact
 chain (as TVM's ONNX frontend imports Conv -> Reshape -> InstanceNormalization -> Reshape -> Mul -> Add ->
 MaxPool(2, stride 2) -> Relu, after `lower_int8`) is rewritten; anything else is left alone.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 import tvm
-from tvm import relax, te, topi
+from tvm import relax
 from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
-from tvm.s_tir import Schedule
 
-from compile.kernels.attrs import LANES, TENSORIZED_ATTR, mark_scheduled
-from compile.kernels.dot_product import padded_channels
-from compile.passes.common import Quantizer, op_name, quantizer, with_new_main
+from compile.kernels.attrs import LANES, TENSORIZED_ATTR
+from compile.kernels.stem import StemConv, pack_taps, pool_kernel, stats_kernel
+from compile.passes.common import op_name, quantizer, with_new_main
+from compile.passes.depthwise_float import float_exact
 from compile.toolchains import DotProduct
 
 
@@ -62,165 +61,14 @@ def _pattern() -> tuple[relax.dpl.DFPattern, dict]:
     return is_op("relax.quantize")(relu, is_const(), is_const()) | relu, p
 
 
-def _conv(x: te.Tensor, w: te.Tensor, padding: int) -> te.Tensor:
-    return topi.nn.conv2d_nchw(x, w, 1, padding, 1, out_dtype="int32")
-
-
-def _dot_conv(x: te.Tensor, w_shape, padding: int, dot: DotProduct) -> tuple[te.Tensor, te.Tensor]:
-    """The conv as dot-product instructions: each takes `dot.depth` horizontally adjacent input pixels of one
-    channel and kernel row (the kernel's row zero-padded to that width) for `dot.lanes` output channels.
-    Returns the packed weights' placeholder (`_pack_taps`) and the int32 sums [1, H, W, C padded]."""
-    c_out, c_in, kh, kw = (int(d) for d in w_shape)
-    _, _, h, wd = (int(d) for d in x.shape)
-    w = te.placeholder((c_in, kh, padded_channels(c_out, dot), dot.depth), "int8", name="w")
-    inside = lambda y, xx: tvm.tirx.all(y >= padding, y < h + padding, xx >= padding, xx < wd + padding)  # noqa: E731
-    xp = te.compute((1, c_in, h + 2 * padding, wd + 2 * padding + dot.depth - kw), lambda n, c, y, xx:
-                    tvm.tirx.if_then_else(inside(y, xx), x[n, c, y - padding, xx - padding], tvm.tirx.const(0, x.dtype)),
-                    name="pad_temp")
-    rc, ry, rt = te.reduce_axis((0, c_in), "rc"), te.reduce_axis((0, kh), "ry"), te.reduce_axis((0, dot.depth), "rt")
-    acc = te.compute((1, h + 2 * padding - kh + 1, wd + 2 * padding - kw + 1, w.shape[2]), lambda n, y, xx, o: te.sum(
-        xp[n, rc, y + ry, xx + rt].astype("int32") * w[rc, ry, o, rt].astype("int32"), axis=[rc, ry, rt]),
-        name="conv2d_nchw")
-    return w, acc
-
-
-def _pack_taps(w: np.ndarray, dot: DotProduct) -> np.ndarray:
-    """[O, C, KH, KW] weights as `_dot_conv` reads them: [C, KH, O padded, depth], zero beyond KW and O."""
-    c_out, c_in, kh, kw = w.shape
-    packed = np.zeros((c_in, kh, padded_channels(c_out, dot), dot.depth), np.int8)
-    packed[:, :, :c_out, :kw] = w.transpose(1, 2, 0, 3)
-    return packed
-
-
-def _conv_out(x_shape, w_shape, padding: int) -> tuple[int, int, int]:
-    """Output channels, height and width of the stride-1 conv."""
-    return (int(w_shape[0]), int(x_shape[2]) + 2 * padding - int(w_shape[2]) + 1,
-            int(x_shape[3]) + 2 * padding - int(w_shape[3]) + 1)
-
-
-def _stem_conv(x: te.Tensor, w_shape, padding: int, dot: DotProduct | None) -> tuple[te.Tensor, te.Tensor, Callable]:
-    """(weights placeholder, conv tensor, conv(x, w) as a function (c, y, x) of output channel and pixel)."""
-    if dot is None:
-        w = te.placeholder(w_shape, "int8", name="w")
-        acc = _conv(x, w, padding)
-        return w, acc, lambda c, y, xx: acc[0, c, y, xx]
-    w, acc = _dot_conv(x, w_shape, padding, dot)
-    return w, acc, lambda c, y, xx: acc[0, y, xx, c]
-
-
-def stats_kernel(x_shape, x_dtype: str, w_shape, padding: int, channels_inside: bool = True,
-                 dot: DotProduct | None = None) -> tvm.tirx.PrimFunc:
-    """[2, C] int64: per channel, sum and sum of squares of conv(x, w) + bias over the image. With `dot`, the
-    conv is tensorized with it and w comes packed by `_pack_taps`."""
-    x = te.placeholder(x_shape, x_dtype, name="x")
-    b = te.placeholder((w_shape[0],), "int32", name="bias")
-    w, acc, conv_at = _stem_conv(x, w_shape, padding, dot)
-    c_out, h, wd = _conv_out(x_shape, w_shape, padding)
-    sum2 = te.comm_reducer(lambda a, b_: (a[0] + b_[0], a[1] + b_[1]),
-                           lambda t0, t1: (tvm.tirx.const(0, t0), tvm.tirx.const(0, t1)), name="sum2")
-    ry, rx = te.reduce_axis((0, h), "ry"), te.reduce_axis((0, wd), "rx")
-
-    def v(c, y, xx):
-        return (conv_at(c, y, xx) + b[c]).astype("int64")
-
-    s1, s2 = te.compute((c_out,), lambda c: sum2((v(c, ry, rx), v(c, ry, rx) * v(c, ry, rx)), axis=[ry, rx]),
-                        name="stats")
-    out = te.compute((2, c_out), lambda i, c: tvm.tirx.Select(i == 0, s1[c], s2[c]), name="stack")
-    sch = Schedule(te.create_prim_func([x, w, b, out]))
-    red = sch.get_sblock("stats")
-    c, row, col = sch.get_loops(red)
-    sch.reorder(row, c, col)  # image rows outside channels: each padded input row band is built once
-    _schedule_conv(sch, row, c, channels_inside, dot)
-    if dot is not None:  # the sums [pixel, channel]: the channels' sums side by side, in one vector
-        sch.reorder(col, c)
-    return mark_scheduled(sch.mod["main"], macs=_conv_macs(h, wd, w_shape), recomputed=0)
-
-
-def pool_kernel(x_shape, x_dtype: str, w_shape, padding: int, quant: Quantizer | None = None,
-                channels_inside: bool = True, dot: DotProduct | None = None) -> tvm.tirx.PrimFunc:
-    """relu(max_pool_2x2(a_c * (conv(x, w) + bias) + k_c)) [1, C, H/2, W/2]: float32, or quantized by `quant`.
-    `dot` as for `stats_kernel`."""
-    x = te.placeholder(x_shape, x_dtype, name="x")
-    b = te.placeholder((w_shape[0],), "int32", name="bias")
-    a = te.placeholder((w_shape[0],), "float32", name="scale")
-    k = te.placeholder((w_shape[0],), "float32", name="shift")
-    w, acc, conv_at = _stem_conv(x, w_shape, padding, dot)
-    c_out, h, wd = _conv_out(x_shape, w_shape, padding)
-    z = te.compute((1, c_out, h, wd), lambda n, c, y, xx: (conv_at(c, y, xx) + b[c]).astype("float32") * a[c] + k[c],
-                   name="z")
-    di, dj = te.reduce_axis((0, 2), "di"), te.reduce_axis((0, 2), "dj")
-    pooled = te.compute((1, c_out, h // 2, wd // 2),
-                        lambda n, c, i, j: te.max(z[n, c, 2 * i + di, 2 * j + dj], axis=[di, dj]), name="pool")
-    def relu(n, c, i, j):
-        v = tvm.tirx.Max(pooled[n, c, i, j], tvm.tirx.const(0, "float32"))
-        return v if quant is None else quant.apply(v)
-
-    out = te.compute(pooled.shape, relu, name="relu")
-    sch = Schedule(te.create_prim_func([x, w, b, a, k, out]))
-    sch.compute_inline(sch.get_sblock("z"))
-    pool = sch.get_sblock("pool")
-    _, c, i, j, _, _ = sch.get_loops(pool)
-    if dot is None:
-        sch.reorder(i, c)
-        sch.reverse_compute_at(sch.get_sblock("relu"), j)
-    else:  # the sums are [pixel, channel]: pool each pixel's channels side by side
-        sch.reorder(i, j, c)
-        sch.reverse_compute_at(sch.get_sblock("relu"), c)
-    _schedule_conv(sch, i, c, channels_inside, dot)
-    macs = _conv_macs(h, wd, w_shape)
-    return mark_scheduled(sch.mod["main"], macs=macs, recomputed=macs)
-
-
-def _conv_macs(h: int, wd: int, w_shape) -> int:
-    return h * wd * int(np.prod([int(d) for d in w_shape]))
-
-
-def _schedule_conv(sch: Schedule, row, channel, channels_inside: bool, dot: DotProduct | None) -> None:
-    """The conv computed for the rows one iteration of loop `row` needs: `_conv_rows`, or with `dot` all
-    output channels of each pixel, `dot.lanes` at a time, each tap row as one instruction."""
-    conv, pad = sch.get_sblock("conv2d_nchw"), sch.get_sblock("pad_temp")
-    if dot is None:
-        _conv_rows(sch, conv, pad, row, channel, channels_inside)
-        return
-    sch.compute_at(conv, row)  # the rows this iteration needs, all channels: [rows,] pixel, channel, taps
-    sch.compute_at(pad, row)
-    *_, pixel, out_channel, rc, ry, rt = sch.get_loops(conv)
-    channels, lanes = sch.split(out_channel, [None, dot.lanes])
-    sch.reorder(pixel, channels, rc, ry, lanes, rt)
-    sch.decompose_reduction(conv, rc)
-    sch.tensorize(lanes, dot.intrinsic)
-
-
-def _conv_rows(sch: Schedule, conv, pad, row, channel, channels_inside: bool) -> None:
-    """Compute the conv for the rows one iteration of loop `row` needs, accumulating along a vectorized row.
-    `channels_inside`: every output channel at once, the channel loop inside the kernel taps, so each input
-    vector is loaded and widened once for all channels (their accumulators must fit the vector registers);
-    else one channel at a time (under loop `channel`)."""
-    at = row if channels_inside else channel
-    sch.compute_at(conv, at)
-    sch.compute_at(pad, row)
-    loops = sch.get_loops(conv)
-    index = next(i for i, lp in enumerate(loops) if sch.get_sref(lp).same_as(sch.get_sref(at)))
-    inner = loops[index + 1:]  # unit loops are gone after compute_at: [ff,] [yy,] xx, rc, ry, rx
-    channels = [inner.pop(0)] if channels_inside else []
-    *rows, xx, rc, ry, rx = inner
-    extent = int(sch.get(xx).extent)
-    if extent % LANES == 0:
-        outer, lanes = sch.split(xx, [None, LANES])
-        sch.reorder(*rows, outer, rc, ry, rx, *channels, lanes)
-        sch.vectorize(lanes)
-    else:
-        sch.reorder(*rows, rc, ry, rx, *channels, xx)
-    sch.decompose_reduction(conv, rc)
-
-
-def recompute_groupnorm(mod: tvm.IRModule, vector_register_bytes: int = 512,
-                        dot: DotProduct | None = None) -> tuple[tvm.IRModule, int]:
+def recompute_groupnorm(mod: tvm.IRModule, vector_register_bytes: int = 512, dot: DotProduct | None = None,
+                        float_sums: bool = False) -> tuple[tvm.IRModule, int]:
     """Rewrite each matching stem in `main`; returns the module and how many were rewritten.
     `vector_register_bytes`: the target's SIMD register file; the conv keeps all its output channels' int32
     accumulators (LANES each) in flight where they fit (AVX2, NEON, RVV), one channel at a time where not
     (Helium's 8 registers, scalar cores). `dot`: the target's dot-product instruction, which computes the conv
-    where it multiplies the input's type (x86 VNNI: the uint8 pixels) and a kernel row fits its depth."""
+    where it multiplies the input's type (x86 VNNI: the uint8 pixels) and a kernel row fits its depth.
+    `float_sums`: else, the conv accumulates in float32 where every sum is exact (`float_exact`)."""
     pattern, p = _pattern()
     readers: dict[relax.Expr, list[relax.Expr]] = {}  # each bound call -> the calls that read its result
     bound = relax.analysis.get_var2val(mod["main"])
@@ -266,14 +114,16 @@ def recompute_groupnorm(mod: tvm.IRModule, vector_register_bytes: int = 512,
         count += 1
         x_dtype = str(x.ty.dtype)
         name = f"stem{count}"
-        inside = c_out * LANES * 4 <= vector_register_bytes
         tensorized = dot if dot is not None and dot.activations == x_dtype and w.shape[3] <= dot.depth else None
-        kernels = [stats_kernel(x_shape, x_dtype, w.shape, pads[0], inside, tensorized),
-                   pool_kernel(x_shape, x_dtype, w.shape, pads[0], quant, inside, tensorized)]
+        conv_kind = StemConv(channels_inside=c_out * LANES * 4 <= vector_register_bytes, dot=tensorized,
+                             float_sums=tensorized is None and float_sums and float_exact(x_dtype, w, bias))
+        kernels = [stats_kernel(x_shape, x_dtype, w.shape, pads[0], conv_kind),
+                   pool_kernel(x_shape, x_dtype, w.shape, pads[0], quant, conv_kind)]
         if tensorized is not None:
             kernels = [f.with_attr(TENSORIZED_ATTR, dot.mnemonic) for f in kernels]
         gv_stats, gv_pool = (builder.add_func(f, f"{name}_{part}") for f, part in zip(kernels, ("stats", "pool")))
-        w_c, b_c = relax.const(w if tensorized is None else _pack_taps(w, dot)), relax.const(bias)
+        packed = pack_taps(w, dot) if tensorized is not None else w.astype(np.float32) if conv_kind.float_sums else w
+        w_c, b_c = relax.const(packed), relax.const(bias)
         stats = relax.call_tir(gv_stats, [x, w_c, b_c], relax.TensorType((2, c_out), "int64"))
         per_group = c_out // groups
         n = float(per_group * x_shape[2] * x_shape[3])
