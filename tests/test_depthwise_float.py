@@ -12,6 +12,7 @@ from tvm.s_tir import Schedule
 
 from compile.kernels.codegen import workspace_bytes
 from compile.kernels.fusion import fuse
+from compile.kernels.padding import FLOAT_LANES
 from compile.kernels.rules import ROW_BAND, RuleOptions, rule_schedule
 from compile.passes.depthwise_float import MIN_WIDTH, depthwise_float
 
@@ -25,7 +26,8 @@ def _depthwise(weight: np.ndarray, out_dtype: str, groups: int = C, width: int =
     pad = weight.shape[-1] // 2
     with bb.function("main", [x]):
         with bb.dataflow():
-            conv = relax.op.nn.conv2d(x, relax.const(weight), padding=[pad, pad], groups=groups, out_dtype=out_dtype)
+            w = relax.const(weight.astype(np.float32) if out_dtype == "float32" else weight)
+            conv = relax.op.nn.conv2d(x, w, padding=[pad, pad], groups=groups, out_dtype=out_dtype)
             out = bb.emit_output(relax.op.astype(conv, "int32") if out_dtype == "float32" else conv)
         bb.emit_func_output(out)
     return relax.transform.Normalize()(bb.get())
@@ -73,11 +75,13 @@ def test_float_depthwise_kernel_pads_bands_of_rows_with_the_int32_values() -> No
     int32_kernel = _kernel(_depthwise(weight, "int32"))
     float_kernel = _kernel(depthwise_float(_depthwise(weight, "int32"))[0])
     x = RNG.integers(-128, 128, (1, C, H, W)).astype(np.int8)
-    np.testing.assert_array_equal(_run(float_kernel, x, weight), _run(int32_kernel, x, weight))
+    np.testing.assert_array_equal(_run(float_kernel, x, weight.astype(np.float32)), _run(int32_kernel, x, weight))
     sch = Schedule(float_kernel)
-    pad = sch.get_sblock("pad_temp")
-    assert str(sch.get(pad).writes[0].source.dtype) == "float32"
-    extents = [int(sch.get(lp).extent) for lp in sch.get_loops(pad)]
+    zeros, copy = sch.get_sblock("pad_temp_pad_const"), sch.get_sblock("pad_temp")
+    assert str(sch.get(copy).writes[0].source.dtype) == "float32"
+    extents = [int(sch.get(lp).extent) for lp in sch.get_loops(zeros)]
     assert extents[-2:] == [ROW_BAND + 2, W + 2]  # one band of output rows and its two halo rows
+    columns = sch.get_loops(copy)[-1]  # the input rows copied (and converted) in vectors
+    assert sch.get(columns).kind == tvm.tirx.ForKind.VECTORIZED and int(sch.get(columns).extent) == FLOAT_LANES
     plane = 4 * (H + 2) * (W + 2)
     assert workspace_bytes(tvm.IRModule({"main": float_kernel}))["main"] < plane

@@ -12,6 +12,7 @@ from tvm.s_tir.transform import StmtSimplify
 from tvm.tirx.analysis import undefined_vars
 
 from compile.kernels.attrs import LANES
+from compile.kernels.padding import copy_padding_in_vectors
 from compile.kernels.resize_rows import (
     compute_rows,
     has_resize,
@@ -174,7 +175,7 @@ def schedule_accumulate_rows(func: tvm.tirx.PrimFunc, options: RuleOptions = Rul
     from megabytes to a kilobyte), and the innermost loop runs over contiguous outputs (vectorized
     epilogue; LLVM vectorizes the accumulation). The zero padding is built per output row for the input rows
     it reads, except in a depthwise conv, which runs channel by channel and pads each input plane once (a
-    float input, `compile.passes.depthwise_float`: each band of ROW_BAND output rows).
+    float input, `compile.passes.depthwise_float`: each band of ROW_BAND output rows, copied in vectors).
     Nothing is vectorized without `options.vectorize` (TVM's C code generator: GCC vectorizes the loops)."""
     resized = options.resize_rows and has_resize(Schedule(func))
     sch = Schedule(inline_elementwise(func, keep=("pad_temp",)))
@@ -214,6 +215,8 @@ def schedule_accumulate_rows(func: tvm.tirx.PrimFunc, options: RuleOptions = Rul
         sch.reverse_compute_at(consumer, inner_most)
     for pad in pads:  # the padded input this row (or channel) needs, not the whole padded input
         sch.compute_at(pad, pad_at)
+        if lanes and _float_pad(sch, [pad]):
+            copy_padding_in_vectors(sch, pad, pad_at)
         if lanes and resized:  # an upsample merged into the convolution's input (merge_prologue)
             split_by_parity(sch, pad)
     if lanes:
