@@ -201,7 +201,8 @@ TARGETS: dict[str, CompileTarget] = {
             lookup_tables="all",
             notes="firmware: startup, AN547 linker script and a semihosting runner; run under qemu-system-arm",
         ),
-        _x86("x86_64", "this host (x86-64-v3: AVX2, FMA), for parity checks and host benchmarks", "haswell"),
+        _x86("x86_64", "this host (x86-64-v3: AVX2, FMA), for parity checks and host benchmarks", "haswell",
+             DotProduct("ucm_avx2_8x2", lanes=8, depth=2, activations="int8", mnemonic="vpmaddwd")),
         # 8 output channels per vpdpbusd (256-bit): 2.6x as fast as the 512-bit form on a 16-channel matmul
         # (A/B on this project's VM), and UCM-Net's narrowest layers have 8 channels. zmm_loops: 4% faster end
         # to end on this project's VM (a Sapphire Rapids-class Xeon: amx_int8), 33 KB more code; bit-identical

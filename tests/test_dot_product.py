@@ -22,6 +22,7 @@ from ucm.data import load_images
 # must): all where TVM's tensorize put it (compile.kernels.dot_product), most where LLVM's vectorizer chooses
 INSTRUCTIONS = {
     "x86_64-vnni": (r"vpdpbusd", r"matmul_nchw\d+|pointwise_conv\d+|stem\d+_(stats|pool)", 1.0),
+    "x86_64": (r"vpmaddwd", r"matmul_nchw\d+|pointwise_conv\d+", 1.0),  # int8 widened to int16
     "cortex-a76": (r"sdot", r"matmul_nchw\d+|pointwise_conv\d+", 1.0),
     "cortex-a72": (r"smull2?", r"matmul_nchw\d+|pointwise_conv\d+", 1.0),  # no sdot: NEON's widening multiply, int8 -> int16
     "rv64gcv": (r"vw(mul|macc)(su)?\.v[vx]", r"fused_conv2d\d*_add", 0.7),  # LLVM's, from the rules' schedules

@@ -35,26 +35,33 @@ def _conv(c_in: int, c_out: int, size: int, stride: int = 1, kernel: int = 1) ->
     return bb.get()
 
 
-def _run(mod: tvm.IRModule, x: np.ndarray) -> np.ndarray:
+def _run(mod: tvm.IRModule, x: np.ndarray, target: str) -> np.ndarray:
     mod = tvm.IRModule({gv: f.with_attr("global_symbol", gv.name_hint) if isinstance(f, tvm.tirx.PrimFunc) else f
                         for gv, f in mod.functions.items()})
-    exe = tvm.compile(mod, target=tvm.target.Target(VNNI.llvm))
+    exe = tvm.compile(mod, target=tvm.target.Target(get_target(target).llvm))
     return relax.VirtualMachine(exe, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
 
 
-@pytest.mark.parametrize("stride", [1, 2])
-def test_1x1_conv_becomes_a_tensorized_channel_matmul(stride: int) -> None:
+def _runs_here(target: str) -> bool:
+    cpu = host_cpu()
+    return host_target(cpu) == target or (target == "x86_64" and {"avx2", "fma"} <= set(cpu.features))
+
+
+@pytest.mark.parametrize(("target", "stride"), [("x86_64-vnni", 1), ("x86_64-vnni", 2), ("x86_64", 2)])
+def test_1x1_conv_becomes_a_tensorized_channel_matmul(target: str, stride: int) -> None:
+    """x86-64 AVX-512 VNNI (vpdpbusd, uint8 x int8) and AVX2 (vpmaddwd on int8 widened to int16)."""
     before = _conv(8, 16, 12, stride)
-    after, count = pointwise_conv(before, VNNI.dot_product)
+    after, count = pointwise_conv(before, get_target(target).dot_product)
     assert count == 1
     kernels = [f for f in after.functions.values() if isinstance(f, tvm.tirx.PrimFunc)]
     assert len(kernels) == 1 and is_tensorized(kernels[0])
     if stride == 1:
         return  # run once (a build of both modules), at stride 2
-    if host_target(host_cpu()) != "x86_64-vnni":
-        pytest.skip("this CPU has no AVX-512 VNNI to run the tensorized kernel")
+    if not _runs_here(target):
+        pytest.skip(f"this CPU cannot run {target}'s tensorized kernel")
     x = RNG.integers(-128, 128, (1, 8, 12, 12)).astype(np.int8)
-    got, want = _run(after, x), _run(before, x)
+    x[0, :2, 0, 0] = -128  # a pair of -128 x -128 products: 32,768 in vpmaddwd's int32 sum
+    got, want = _run(after, x, target), _run(before, x, target)
     assert got.shape == want.shape == (1, 16, 12 // stride, 12 // stride)
     np.testing.assert_array_equal(got, want)
 

@@ -6,7 +6,10 @@ Arm's `sdot` and, for cores without it, NEON's widening multiply `smull` with pa
 intrinsics (`tvm.s_tir.tensor_intrin.arm_cpu`). TVM's x86 VNNI intrinsic calls
 `llvm.x86.avx512.vpdpbusd.512` with the operand types of older LLVMs (the LLVM inside TVM 0.27 rejects
 them), and only in its 512-bit form: `ucm_vnni_<lanes>x4` below is the same description with today's
-operand types, for 256- and 512-bit vectors.
+operand types, for 256- and 512-bit vectors. x86-64 CPUs without VNNI (AVX2) get `ucm_avx2_8x2`: `vpmaddwd`
+on the int8 values widened to int16, two products per int32 sum, exact (x86_64 on an AMD EPYC, single-kernel
+A/B against LLVM's own vectorization: 16384 x 16 -> 16 tokens 0.125 -> 0.051 ms, 1024 x 64 -> 64 0.075 ->
+0.012 ms).
 """
 
 from __future__ import annotations
@@ -75,6 +78,39 @@ def _vnni_intrinsic(lanes: int) -> tuple[tvm.tirx.PrimFunc, tvm.tirx.PrimFunc]:
 
 for _lanes in (8, 16):
     TensorIntrin.register(f"ucm_vnni_{_lanes}x4", *_vnni_intrinsic(_lanes), override=True)
+
+
+def _avx2_intrinsic() -> tuple[tvm.tirx.PrimFunc, tvm.tirx.PrimFunc]:
+    """AVX2's `vpmaddwd` on int8 widened to int16: 8 int32 sums, each of 2 products (exact: no saturation)."""
+
+    @T.prim_func(s_tir=True)
+    def desc(A: T.Buffer((2,), "int8", offset_factor=1), B: T.Buffer((8, 2), "int8", offset_factor=1),
+             C: T.Buffer((8,), "int32", offset_factor=1)) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:8], A[0:2], B[0:8, 0:2])
+            T.writes(C[0:8])
+            for i, k in T.grid(8, 2):
+                with T.sblock("update"):
+                    vi, vk = T.axis.remap("SR", [i, k])
+                    C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
+
+    @T.prim_func(s_tir=True)
+    def impl(A: T.Buffer((2,), "int8", offset_factor=1), B: T.Buffer((8, 2), "int8", offset_factor=1),
+             C: T.Buffer((8,), "int32", offset_factor=1)) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:8], A[0:2], B[0:8, 0:2])
+            T.writes(C[0:8])
+            a_pair = T.reinterpret(T.Cast("int16x2", A.vload([0], "int8x2")), dtype="int32")  # broadcast below
+            C[T.ramp(T.int32(0), 1, 8)] = C.vload([0], dtype="int32x8") + T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"),
+                T.Cast("int16x16", B.vload([0, 0], dtype="int8x16")),
+                T.reinterpret(T.broadcast(a_pair, 8), dtype="int16x16"),
+                dtype="int32x8")
+
+    return desc, impl
+
+
+TensorIntrin.register("ucm_avx2_8x2", *_avx2_intrinsic(), override=True)
 
 
 def padded_channels(channels: int, dot: DotProduct) -> int:
