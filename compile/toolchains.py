@@ -70,7 +70,7 @@ class CompileTarget:
     # Linux Arm / RISC-V targets keep int32, unmeasured)
     float_depthwise: bool = False
     # compile.kernels.stem: the recomputed stem conv, where no dot-product instruction computes it, accumulates
-    # in float32, exactly, its padded rows copied in vectors (x86-64 AVX2: stats 1.30 -> 0.57 ms, pool 1.01 ->
+    # in float32, exactly, its padded rows copied in vectors (x86-64 AVX2: stats 2.01 -> 0.74 ms, pool 1.34 ->
     # 0.65 ms; the other targets keep int32, unmeasured)
     float_stem: bool = False
     # compile.kernels.row_sums: per-token norm sums of 16 or more int8 channels loaded row by row and added

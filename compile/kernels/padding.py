@@ -15,12 +15,16 @@ from tvm.s_tir import Schedule
 FLOAT_LANES = 8  # float32 values per AVX2 register
 
 
+def loops_below(sch: Schedule, block, at) -> list:
+    """The loops around `block` inside loop `at`, outermost first."""
+    loops = sch.get_loops(block)
+    return loops[next(i for i, lp in enumerate(loops) if sch.get_sref(lp).same_as(sch.get_sref(at))) + 1:]
+
+
 def copy_padding_in_vectors(sch: Schedule, pad, at, lanes: int = FLOAT_LANES) -> None:
     """Decompose padding block `pad` (computed under loop `at`) below `at`; vectorize the copy's rows by `lanes`
     where they divide."""
-    loops = sch.get_loops(pad)
-    index = next(i for i, lp in enumerate(loops) if sch.get_sref(lp).same_as(sch.get_sref(at)))
-    sch.decompose_padding(pad, loops[index + 1])
+    sch.decompose_padding(pad, loops_below(sch, pad, at)[0])
     *_, columns = sch.get_loops(pad)
     if int(sch.get(columns).extent) % lanes == 0:
         sch.vectorize(sch.split(columns, [None, lanes])[1])

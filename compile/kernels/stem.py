@@ -9,8 +9,8 @@ How the conv is computed (`StemConv`):
 - in float32 (`float_sums`): every product and partial sum is an integer below 2^24 (the pass checks), so the
   sums are exact; one float multiply-add per tap and 8 pixels, the padded input rows converted to float once
   per output row and copied in vectors (`decompose_padding`: zeros first, then the image rows), and the
-  statistics kept in int64 vectors of LANES pixels (x86-64 AVX2, A/B: stats 1.30 -> 0.57 ms, pool 1.01 ->
-  0.65 ms, 256x256 3 -> 8 channels);
+  statistics kept in int64 vectors of LANES pixels (x86-64 AVX2 on an AMD EPYC, single-kernel A/B against
+  the int32 kernels, 256x256, 3 -> 8 channels: stats 2.01 -> 0.74 ms, pool 1.34 -> 0.65 ms);
 - else in int32 along a vectorized row (`_conv_rows`).
 """
 
@@ -26,7 +26,7 @@ from tvm.s_tir import Schedule
 
 from compile.kernels.attrs import LANES, mark_scheduled
 from compile.kernels.dot_product import padded_channels
-from compile.kernels.padding import FLOAT_LANES, copy_padding_in_vectors
+from compile.kernels.padding import FLOAT_LANES, copy_padding_in_vectors, loops_below
 from compile.passes.common import Quantizer
 from compile.toolchains import DotProduct
 
@@ -71,7 +71,7 @@ def pack_taps(w: np.ndarray, dot: DotProduct) -> np.ndarray:
     return packed
 
 
-def conv_out(x_shape, w_shape, padding: int) -> tuple[int, int, int]:
+def _conv_out(x_shape, w_shape, padding: int) -> tuple[int, int, int]:
     """Output channels, height and width of the stride-1 conv."""
     return (int(w_shape[0]), int(x_shape[2]) + 2 * padding - int(w_shape[2]) + 1,
             int(x_shape[3]) + 2 * padding - int(w_shape[3]) + 1)
@@ -104,7 +104,7 @@ def stats_kernel(x_shape, x_dtype: str, w_shape, padding: int, conv: StemConv = 
     x = te.placeholder(x_shape, x_dtype, name="x")
     b = te.placeholder((w_shape[0],), "int32", name="bias")
     w, biased = _stem_conv(x, b, w_shape, padding, conv)
-    c_out, h, wd = conv_out(x_shape, w_shape, padding)
+    c_out, h, wd = _conv_out(x_shape, w_shape, padding)
     sum2 = te.comm_reducer(lambda a, b_: (a[0] + b_[0], a[1] + b_[1]),
                            lambda t0, t1: (tvm.tirx.const(0, t0), tvm.tirx.const(0, t1)), name="sum2")
     lanes = LANES if conv.float_sums and wd % LANES == 0 else 1  # per-lane sums first, added up at the end
@@ -146,7 +146,7 @@ def pool_kernel(x_shape, x_dtype: str, w_shape, padding: int, quant: Quantizer |
     a = te.placeholder((w_shape[0],), "float32", name="scale")
     k = te.placeholder((w_shape[0],), "float32", name="shift")
     w, biased = _stem_conv(x, b, w_shape, padding, conv)
-    c_out, h, wd = conv_out(x_shape, w_shape, padding)
+    c_out, h, wd = _conv_out(x_shape, w_shape, padding)
     z = te.compute((1, c_out, h, wd), lambda n, c, y, xx: biased(c, y, xx, "float32") * a[c] + k[c], name="z")
     di, dj = te.reduce_axis((0, 2), "di"), te.reduce_axis((0, 2), "dj")
     pooled = te.compute((1, c_out, h // 2, wd // 2),
@@ -200,15 +200,14 @@ def _conv_rows(sch: Schedule, block, pad, row, channel, conv: StemConv) -> None:
     `conv.channels_inside`: every output channel at once, the channel loop inside the kernel taps, so each input
     vector is loaded (and widened) once for all channels (their accumulators must fit the vector registers);
     else one channel at a time (under loop `channel`). With `conv.float_sums`, FLOAT_LANES pixels a vector (one
-    AVX2 register per output channel; 16 lanes spilled: stats 0.57 -> 0.74 ms) and the padded rows copied in
-    vectors."""
+    AVX2 register per output channel; with 16 the accumulators spilled: stats 1.03 -> 1.17 ms) and the padded
+    rows copied in vectors."""
     at = row if conv.channels_inside else channel
     sch.compute_at(block, at)
     sch.compute_at(pad, row)
     if conv.float_sums:
         copy_padding_in_vectors(sch, pad, row)
-    loops = sch.get_loops(block)
-    inner = loops[next(i for i, lp in enumerate(loops) if sch.get_sref(lp).same_as(sch.get_sref(at))) + 1:]  # unit loops are gone after compute_at: [ff,] [yy,] xx, rc, ry, rx
+    inner = loops_below(sch, block, at)  # unit loops are gone after compute_at: [ff,] [yy,] xx, rc, ry, rx
     channels = [inner.pop(0)] if conv.channels_inside else []
     *rows, xx, rc, ry, rx = inner
     extent = int(sch.get(xx).extent)
