@@ -45,19 +45,25 @@ def _import_arm_intrinsics() -> None:
 _import_arm_intrinsics()
 
 
-def _vnni_intrinsic(lanes: int) -> tuple[tvm.tirx.PrimFunc, tvm.tirx.PrimFunc]:
-    bytes_ = 4 * lanes
+def _description(lanes: int, depth: int, activations: str) -> tvm.tirx.PrimFunc:
+    """What a dot-product instruction computes: C[i] += A[k] * B[i, k] over `lanes` x `depth`."""
 
     @T.prim_func(s_tir=True)
-    def desc(A: T.Buffer((4,), "uint8", offset_factor=1), B: T.Buffer((lanes, 4), "int8", offset_factor=1),
+    def desc(A: T.Buffer((depth,), activations, offset_factor=1), B: T.Buffer((lanes, depth), "int8", offset_factor=1),
              C: T.Buffer((lanes,), "int32", offset_factor=1)) -> None:
         with T.sblock("root"):
-            T.reads(C[0:lanes], A[0:4], B[0:lanes, 0:4])
+            T.reads(C[0:lanes], A[0:depth], B[0:lanes, 0:depth])
             T.writes(C[0:lanes])
-            for i, k in T.grid(lanes, 4):
+            for i, k in T.grid(lanes, depth):
                 with T.sblock("update"):
                     vi, vk = T.axis.remap("SR", [i, k])
                     C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
+
+    return desc
+
+
+def _vnni_intrinsic(lanes: int) -> tuple[tvm.tirx.PrimFunc, tvm.tirx.PrimFunc]:
+    bytes_ = 4 * lanes
 
     @T.prim_func(s_tir=True)
     def impl(A: T.Buffer((4,), "uint8", offset_factor=1), B: T.Buffer((lanes, 4), "int8", offset_factor=1),
@@ -73,7 +79,7 @@ def _vnni_intrinsic(lanes: int) -> tuple[tvm.tirx.PrimFunc, tvm.tirx.PrimFunc]:
                 B.vload([0, 0], dtype=f"int8x{bytes_}"),
                 dtype=f"int32x{lanes}")
 
-    return desc, impl
+    return _description(lanes, 4, "uint8"), impl
 
 
 for _lanes in (8, 16):
@@ -82,17 +88,6 @@ for _lanes in (8, 16):
 
 def _avx2_intrinsic() -> tuple[tvm.tirx.PrimFunc, tvm.tirx.PrimFunc]:
     """AVX2's `vpmaddwd` on int8 widened to int16: 8 int32 sums, each of 2 products (exact: no saturation)."""
-
-    @T.prim_func(s_tir=True)
-    def desc(A: T.Buffer((2,), "int8", offset_factor=1), B: T.Buffer((8, 2), "int8", offset_factor=1),
-             C: T.Buffer((8,), "int32", offset_factor=1)) -> None:
-        with T.sblock("root"):
-            T.reads(C[0:8], A[0:2], B[0:8, 0:2])
-            T.writes(C[0:8])
-            for i, k in T.grid(8, 2):
-                with T.sblock("update"):
-                    vi, vk = T.axis.remap("SR", [i, k])
-                    C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
 
     @T.prim_func(s_tir=True)
     def impl(A: T.Buffer((2,), "int8", offset_factor=1), B: T.Buffer((8, 2), "int8", offset_factor=1),
@@ -107,7 +102,7 @@ def _avx2_intrinsic() -> tuple[tvm.tirx.PrimFunc, tvm.tirx.PrimFunc]:
                 T.reinterpret(T.broadcast(a_pair, 8), dtype="int16x16"),
                 dtype="int32x8")
 
-    return desc, impl
+    return _description(8, 2, "int8"), impl
 
 
 TensorIntrin.register("ucm_avx2_8x2", *_avx2_intrinsic(), override=True)
