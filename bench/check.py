@@ -27,9 +27,10 @@ from ucm.paths import SAMPLE_DATA
 
 
 def onnx_logits(onnx_path: Path, images: np.ndarray) -> np.ndarray:
-    """ONNX Runtime's logits [N, H, W] for uint8 images [N, H, W, 3]."""
+    """ONNX Runtime's logits [N, H, W] for uint8 images [N, H, W, 3], in its reference mode (the same on every
+    CPU: `onnx_predictor`)."""
     floats = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255.0)
-    return onnx_predictor(onnx_path)(floats)[:, 0].numpy()
+    return onnx_predictor(onnx_path, reference=True)(floats)[:, 0].numpy()
 
 
 def check_bundle(bundle: Path, onnx_path: Path | None = None, data: Path = SAMPLE_DATA,

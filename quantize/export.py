@@ -29,7 +29,6 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import torch
 from onnx import numpy_helper
 from torch import nn
@@ -37,6 +36,7 @@ from torch import nn
 from quantize.model import model_from_qat_checkpoint, quiet_brevitas
 from ucm.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
 from ucm.data import DataError, PairTensors, load_tensors
+from ucm.evaluate import onnx_session
 from ucm.export import OPSET, export_float_onnx, make_shapes_static, prune_graph, quiet_export_warnings
 from ucm.files import atomic_write_bytes
 from ucm.metrics import LogitAgreement, logit_agreement
@@ -129,8 +129,9 @@ def fold_weight_transposes(onnx_bytes: bytes) -> bytes:
 
 
 def check_export(onnx_bytes: bytes, model: nn.Module, data: PairTensors) -> LogitAgreement:
-    """ONNX Runtime on the file vs the model (eval mode) on every image of `data`."""
-    session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    """ONNX Runtime on the file (reference mode: the same on every CPU, `onnx_session`) vs the model (eval mode)
+    on every image of `data`."""
+    session = onnx_session(onnx_bytes, reference=True)
     model = model.eval()
     ours, theirs = [], []
     for i in range(len(data)):

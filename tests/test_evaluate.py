@@ -37,6 +37,17 @@ def test_onnx_and_checkpoint_agree(tiny_isic, tmp_path):
     assert ma["miou"] == pytest.approx(mb["miou"], abs=1e-3)
 
 
+def test_int8_onnx_in_reference_mode(tiny_isic, tmp_path):
+    """--onnx-reference runs the int8 QDQ graph as ONNX defines it (no fused integer kernels, whose results
+    depend on the CPU; the parity checks' reference, `bench.check.onnx_logits`) and reports like any other run."""
+    from ucm.paths import INT8_ONNX
+
+    out = _evaluate("--checkpoint", str(INT8_ONNX), "--data", str(tiny_isic), "--onnx-reference",
+                    "--json", str(tmp_path / "r.json"))
+    assert out.returncode == 0, out.stderr
+    assert json.loads((tmp_path / "r.json").read_text())["miou"] > 0.6
+
+
 def test_split_and_bad_data_errors(tmp_path):
     out = _evaluate("--data", str(tmp_path / "missing"))
     assert out.returncode == 2 and "no such data folder" in out.stderr

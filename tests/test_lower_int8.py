@@ -1,6 +1,5 @@
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 import tvm
 from conftest import REPO, run_relax
@@ -11,6 +10,7 @@ from tvm.script import relax as R
 from compile.passes.lower_int8 import float_macs, lower_int8
 from compile.passes.op_counts import count_mac_ops
 from ucm.data import load_tensors
+from ucm.evaluate import onnx_session
 from ucm.pairs import find_pairs
 
 INT8_ONNX = REPO / "checkpoints" / "ucm_int8.onnx"
@@ -23,7 +23,7 @@ def test_every_conv_and_matmul_becomes_integer_and_matches_onnx_runtime():
     counts = count_mac_ops(lowered)
     assert (counts.int8, counts.float) == (53, 0)
     vm = relax.VirtualMachine(tvm.compile(lowered, target="llvm"), tvm.cpu())
-    session = ort.InferenceSession(str(INT8_ONNX), providers=["CPUExecutionProvider"])
+    session = onnx_session(INT8_ONNX, reference=True)  # the same on every CPU
     data = load_tensors(find_pairs(REPO / "data" / "sample")[:4], 256, progress=False)
     agree = []
     for i in range(len(data)):
