@@ -46,6 +46,8 @@ def test_int8_onnx_in_reference_mode(tiny_isic, tmp_path):
                     "--json", str(tmp_path / "r.json"))
     assert out.returncode == 0, out.stderr
     assert json.loads((tmp_path / "r.json").read_text())["miou"] > 0.6
+    wrong = _evaluate("--checkpoint", str(FLOAT_CKPT), "--data", str(tiny_isic), "--onnx-reference")
+    assert wrong.returncode == 2 and "--onnx-reference applies to .onnx files" in wrong.stderr
 
 
 def test_split_and_bad_data_errors(tmp_path):

@@ -154,6 +154,9 @@ def _evaluate(args: argparse.Namespace) -> int:
         raise DataError(f"--size {args.size}: {problem}")
     pairs = find_pairs(args.data, args.layout, split_csv=args.split_csv, split=args.split)
     data = load_tensors(pairs, args.size)
+    if args.onnx_reference and Path(args.checkpoint).suffix != ".onnx":
+        raise CheckpointError(f"{args.checkpoint}: --onnx-reference applies to .onnx files; drop it for this "
+                              "checkpoint, or pass the model's .onnx export")
     predict = load_predictor(args.checkpoint, resolve_device(args.device), args.onnx_reference)
     pred = predict_masks(predict, data, progress=True)
     metrics = score(pred, data.masks)

@@ -48,7 +48,7 @@ Biased = Callable[["tvm.tirx.PrimExpr", "tvm.tirx.PrimExpr", "tvm.tirx.PrimExpr"
 def _dot_conv(x: te.Tensor, w_shape, padding: int, dot: DotProduct) -> tuple[te.Tensor, te.Tensor]:
     """The conv as dot-product instructions: each takes `dot.depth` horizontally adjacent input pixels of one
     channel and kernel row (the kernel's row zero-padded to that width) for `dot.lanes` output channels.
-    Returns the packed weights' placeholder (`pack_taps`) and the int32 sums [1, H, W, C padded]."""
+    Returns the packed weights' placeholder (`stem_weights`) and the int32 sums [1, H, W, C padded]."""
     c_out, c_in, kh, kw = (int(d) for d in w_shape)
     _, _, h, wd = (int(d) for d in x.shape)
     w = te.placeholder((c_in, kh, padded_channels(c_out, dot), dot.depth), "int8", name="w")
@@ -63,10 +63,13 @@ def _dot_conv(x: te.Tensor, w_shape, padding: int, dot: DotProduct) -> tuple[te.
     return w, acc
 
 
-def pack_taps(w: np.ndarray, dot: DotProduct) -> np.ndarray:
-    """[O, C, KH, KW] weights as `_dot_conv` reads them: [C, KH, O padded, depth], zero beyond KW and O."""
+def stem_weights(w: np.ndarray, conv: StemConv) -> np.ndarray:
+    """[O, C, KH, KW] int8 weights as the kernels read them: with `conv.dot`, as `_dot_conv` does, [C, KH, O
+    padded, depth], zero beyond KW and O; float32 with `conv.float_sums`; else as they are."""
+    if conv.dot is None:
+        return w.astype(np.float32) if conv.float_sums else w
     c_out, c_in, kh, kw = w.shape
-    packed = np.zeros((c_in, kh, padded_channels(c_out, dot), dot.depth), np.int8)
+    packed = np.zeros((c_in, kh, padded_channels(c_out, conv.dot), conv.dot.depth), np.int8)
     packed[:, :, :c_out, :kw] = w.transpose(1, 2, 0, 3)
     return packed
 
@@ -100,7 +103,7 @@ def _stem_conv(x: te.Tensor, b: te.Tensor, w_shape, padding: int, conv: StemConv
 
 def stats_kernel(x_shape, x_dtype: str, w_shape, padding: int, conv: StemConv = StemConv()) -> tvm.tirx.PrimFunc:
     """[2, C] int64: per channel, sum and sum of squares of conv(x, w) + bias over the image. The weights come
-    packed by `pack_taps` with a dot-product instruction, as float32 with `float_sums`."""
+    as `stem_weights` lays them out."""
     x = te.placeholder(x_shape, x_dtype, name="x")
     b = te.placeholder((w_shape[0],), "int32", name="bias")
     w, biased = _stem_conv(x, b, w_shape, padding, conv)

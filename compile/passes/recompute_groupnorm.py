@@ -28,7 +28,7 @@ from tvm import relax
 from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
 
 from compile.kernels.attrs import LANES, TENSORIZED_ATTR
-from compile.kernels.stem import StemConv, pack_taps, pool_kernel, stats_kernel
+from compile.kernels.stem import StemConv, pool_kernel, stats_kernel, stem_weights
 from compile.passes.common import op_name, quantizer, with_new_main
 from compile.passes.depthwise_float import float_exact
 from compile.toolchains import DotProduct
@@ -122,8 +122,7 @@ def recompute_groupnorm(mod: tvm.IRModule, vector_register_bytes: int = 512, dot
         if tensorized is not None:
             kernels = [f.with_attr(TENSORIZED_ATTR, dot.mnemonic) for f in kernels]
         gv_stats, gv_pool = (builder.add_func(f, f"{name}_{part}") for f, part in zip(kernels, ("stats", "pool")))
-        packed = pack_taps(w, dot) if tensorized is not None else w.astype(np.float32) if conv_kind.float_sums else w
-        w_c, b_c = relax.const(packed), relax.const(bias)
+        w_c, b_c = relax.const(stem_weights(w, conv_kind)), relax.const(bias)
         stats = relax.call_tir(gv_stats, [x, w_c, b_c], relax.TensorType((2, c_out), "int64"))
         per_group = c_out // groups
         n = float(per_group * x_shape[2] * x_shape[3])
