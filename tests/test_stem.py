@@ -1,6 +1,7 @@
 """compile.kernels.stem with `float_sums`: the same statistics and pooled output as the int32 kernels, the
 padded rows written as zeros then copied in vectors, the statistics in vectors of LANES pixels; and
-`float_exact`, the bound that allows it."""
+`float_exact`, the bound that allows it. compile.kernels.stem_gram: the statistics from the input's Gram
+matrix, bit-identical to the conv's, and `gram_exact`, where it applies."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import pytest
 import tvm
 from tvm.s_tir import Schedule
 
-from compile.kernels.attrs import LANES
+from compile.kernels.attrs import LANES, MACS_ATTR, RECOMPUTED_ATTR
 from compile.kernels.stem import FLOAT_LANES, StemConv, pool_kernel, stats_kernel
+from compile.kernels.stem_gram import BAND_ROWS, gram_exact, gram_stats_kernel, rows_per_sum
 from compile.passes.depthwise_float import float_exact
 
 RNG = np.random.default_rng(5)
@@ -48,7 +50,7 @@ def test_float_stem_kernels_give_the_int32_values(width: int) -> None:
 
 
 def test_float_stem_statistics_are_vectors_of_pixels() -> None:
-    sch = Schedule(stats_kernel((1, 3, 4, 2 * LANES), "uint8", W_SHAPE, 1, FLOAT))
+    sch = Schedule(stats_kernel((1, 3, 4, 2 * LANES), "uint8", (4, 3, 5, 5), 2, FLOAT))  # 5x5: not for the Gram
     lane = sch.get_loops(sch.get_sblock("stats_update"))[-1]
     assert sch.get(lane).kind == tvm.tirx.ForKind.VECTORIZED and int(sch.get(lane).extent) == LANES
 
@@ -59,3 +61,42 @@ def test_float_exact_bounds_each_channels_sums() -> None:
     assert not float_exact("uint8", w, np.array([2**24 - 874_395, 0, 0, 0], np.int32))
     assert float_exact("uint8", w, np.array([2**24 - 874_396, 0, 0, 0], np.int32))
     assert float_exact("int8", np.full((8, 1, 3, 3), -128, np.int8))  # depthwise: 9 x 128 x 128
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 4, 16), (1, 3, 6, 24), (1, 2, 2, 16)])
+def test_gram_statistics_equal_the_convs(shape: tuple[int, ...]) -> None:
+    w_shape = (4, shape[1], 3, 3)
+    stats = np.zeros((2, w_shape[0]), np.int64)
+    cases = [(RNG.integers(0, 256, shape), RNG.integers(-128, 128, w_shape), RNG.integers(-20000, 20000, 4)),
+             (np.full(shape, 255), np.full(w_shape, -128), np.full(4, 2**24 - 1)),  # the extremes: every sum largest
+             (np.full(shape, 255), np.where(RNG.random(w_shape) < 0.5, -128, 127), np.zeros(4))]
+    for x, w, bias in cases:
+        x, w, bias = x.astype(np.uint8), w.astype(np.int8), bias.astype(np.int32)
+        gram = _run(gram_stats_kernel(shape, "uint8", w_shape), stats, x, w.astype(np.float32), bias)
+        np.testing.assert_array_equal(gram, _run(stats_kernel(shape, "uint8", w_shape, 1), stats, x, w, bias))
+
+
+def test_float_stem_takes_the_gram_statistics_and_counts_one_conv() -> None:
+    shape = (1, 3, 4, 16)
+    stats, pool = stats_kernel(shape, "uint8", W_SHAPE, 1, FLOAT), pool_kernel(shape, "uint8", W_SHAPE, 1, conv=FLOAT)
+    sch = Schedule(stats)
+    assert "conv2d_nchw" not in stats.script()  # no conv: products of the input's rows
+    lane = sch.get_loops(sch.get_sblock("products_update"))[-1]
+    assert sch.get(lane).kind == tvm.tirx.ForKind.VECTORIZED and int(sch.get(lane).extent) == FLOAT_LANES
+    conv_macs = 4 * 16 * int(np.prod(W_SHAPE))
+    assert int(pool.attrs[MACS_ATTR]) == conv_macs and int(pool.attrs[RECOMPUTED_ATTR]) == 0  # the model's conv
+    assert int(stats.attrs[RECOMPUTED_ATTR]) == int(stats.attrs[MACS_ATTR]) == 4 * 16 * 3 * 3 * 3 * 5
+    direct = pool_kernel(shape, "uint8", W_SHAPE, 1)  # the int32 kernels: the statistics' conv is the model's
+    assert int(direct.attrs[RECOMPUTED_ATTR]) == conv_macs
+
+
+def test_gram_exact_where_float_sums_stay_exact() -> None:
+    assert rows_per_sum("uint8", (1, 3, 256, 256)) == BAND_ROWS  # 32 vectors x 255^2 = 2,080,800 a row
+    assert rows_per_sum("uint8", (1, 3, 6, 256)) == 3  # a divisor of the height
+    assert gram_exact("uint8", (1, 3, 256, 256), (8, 3, 3, 3), 1)
+    assert gram_exact("uint8", (1, 3, 4, 2064), (8, 3, 3, 3), 1)  # 258 x 65,025 = 16,776,450 < 2^24
+    assert not gram_exact("uint8", (1, 3, 4, 2072), (8, 3, 3, 3), 1)  # 259 x 65,025 = 16,841,475
+    assert not gram_exact("uint8", (1, 3, 256, 256), (8, 3, 5, 5), 2)  # another kernel size
+    assert not gram_exact("uint8", (1, 3, 256, 256), (8, 3, 3, 3), 0)  # another padding
+    assert not gram_exact("uint8", (1, 3, 256, 12), (8, 3, 3, 3), 1)  # rows not whole vectors
+    assert not gram_exact("uint8", (1, 3, 4096, 4096), (8, 3, 3, 3), 1)  # the image's sum beyond int32
