@@ -152,11 +152,11 @@ def _evaluate(args: argparse.Namespace) -> int:
     problem = input_size_problem(args.size, args.size)
     if problem:
         raise DataError(f"--size {args.size}: {problem}")
-    pairs = find_pairs(args.data, args.layout, split_csv=args.split_csv, split=args.split)
-    data = load_tensors(pairs, args.size)
-    if args.onnx_reference and Path(args.checkpoint).suffix != ".onnx":
+    if args.onnx_reference and Path(args.checkpoint).suffix != ".onnx":  # before the images are read
         raise CheckpointError(f"{args.checkpoint}: --onnx-reference applies to .onnx files; drop it for this "
                               "checkpoint, or pass the model's .onnx export")
+    pairs = find_pairs(args.data, args.layout, split_csv=args.split_csv, split=args.split)
+    data = load_tensors(pairs, args.size)
     predict = load_predictor(args.checkpoint, resolve_device(args.device), args.onnx_reference)
     pred = predict_masks(predict, data, progress=True)
     metrics = score(pred, data.masks)

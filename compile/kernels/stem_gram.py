@@ -20,13 +20,13 @@ against the float32 conv kernel (`compile.kernels.stem`): 0.55 -> 0.26 ms (min),
 
 from __future__ import annotations
 
-import numpy as np
 import tvm
 from tvm import te
 from tvm.s_tir import Schedule
 
 from compile.kernels.attrs import mark_scheduled
 from compile.kernels.padding import FLOAT_LANES, copy_padding_in_vectors, loops_below
+from compile.passes.depthwise_float import EXACT_FLOAT32, largest_magnitude
 
 KERNEL, PADDING = 3, 1  # the conv this computes the statistics of: 3x3, padding 1, stride 1
 ROWS, SHIFTS = KERNEL, 2 * KERNEL - 1  # row offsets 0..2 below, column offsets -2..2
@@ -35,18 +35,12 @@ ROWS, SHIFTS = KERNEL, 2 * KERNEL - 1  # row offsets 0..2 below, column offsets 
 BAND_ROWS = 4
 
 
-def _largest(x_dtype: str) -> int:
-    """The largest magnitude of the input's integer type."""
-    info = np.iinfo(x_dtype)
-    return max(abs(int(info.min)), abs(int(info.max)))
-
-
 def rows_per_sum(x_dtype: str, x_shape) -> int:
     """How many image rows' products each float32 lane adds up, exact (below 2^24): the largest such divisor of
     the height up to BAND_ROWS; 0 where not even one row's may."""
-    row = int(x_shape[3]) // FLOAT_LANES * _largest(x_dtype) ** 2
+    row = int(x_shape[3]) // FLOAT_LANES * largest_magnitude(x_dtype) ** 2
     h = int(x_shape[2])
-    return max((r for r in range(1, min(h, BAND_ROWS) + 1) if h % r == 0 and r * row < 2**24), default=0)
+    return max((r for r in range(1, min(h, BAND_ROWS) + 1) if h % r == 0 and r * row < EXACT_FLOAT32), default=0)
 
 
 def gram_exact(x_dtype: str, x_shape, w_shape, padding: int) -> bool:
@@ -55,7 +49,7 @@ def gram_exact(x_dtype: str, x_shape, w_shape, padding: int) -> bool:
     h, width = int(x_shape[2]), int(x_shape[3])
     return (tuple(int(d) for d in w_shape[2:]) == (KERNEL, KERNEL) and padding == PADDING and h > 1
             and width % FLOAT_LANES == 0 and width > FLOAT_LANES and rows_per_sum(x_dtype, x_shape) > 0
-            and h * width * _largest(x_dtype) < 2**31)  # the image's sum in int32
+            and h * width * largest_magnitude(x_dtype) < 2**31)  # the image's sum in int32
 
 
 def gram_stats_kernel(x_shape, x_dtype: str, w_shape) -> tvm.tirx.PrimFunc:

@@ -34,11 +34,16 @@ EXACT_FLOAT32 = 2**24  # integers of smaller magnitude are exact in float32, and
 MIN_WIDTH = 16
 
 
+def largest_magnitude(dtype: str) -> int:
+    """max |x| over the integer type's values."""
+    info = np.iinfo(dtype)
+    return max(abs(int(info.min)), abs(int(info.max)))
+
+
 def float_exact(x_dtype: str, weight: np.ndarray, bias: np.ndarray | None = None) -> bool:
     """Is every partial sum of a convolution's output channel (bias included) below 2^24 for any input of
     `x_dtype`? Each is at most max |x| times the sum of the channel's |W| (weight [O, ...]), plus |bias|."""
-    info = np.iinfo(x_dtype)
-    x_max = max(abs(int(info.min)), abs(int(info.max)))
+    x_max = largest_magnitude(x_dtype)
     w_sums = np.abs(weight.astype(np.int64)).reshape(weight.shape[0], -1).sum(axis=1)
     b = np.zeros(weight.shape[0], np.int64) if bias is None else np.abs(bias.astype(np.int64))
     return bool((x_max * w_sums + b).max(initial=0) < EXACT_FLOAT32)
