@@ -23,6 +23,7 @@ from compile.kernels.resize_rows import (
 )
 from compile.kernels.row_sums import tensorize_row_sums
 from compile.kernels.strided_reads import innermost_realize, vectorize_strided_reads
+from compile.kernels.transpose_tiles import transpose_in_tiles
 from compile.toolchains import CompileTarget
 
 ROW_BAND = 16  # output rows per padded band of a float depthwise input (A/B: 8 and 32 rows alike, 64 slower)
@@ -31,17 +32,19 @@ ROW_BAND = 16  # output rows per padded band of a float depthwise input (A/B: 8 
 @dataclass(frozen=True)
 class RuleOptions:
     """The rules' choices that depend on the target: `vectorize` (False for TVM's C code generator, which has
-    no vector types), `resize_rows`, `strided_reads` and `row_sums` (`CompileTarget`'s, where they measured
-    faster)."""
+    no vector types), `resize_rows`, `strided_reads`, `transpose_tiles` and `row_sums` (`CompileTarget`'s,
+    where they measured faster)."""
 
     vectorize: bool = True
     resize_rows: bool = False
     strided_reads: bool = False
+    transpose_tiles: bool = False
     row_sums: bool = False
 
     @classmethod
     def of(cls, target: CompileTarget, vectorize: bool = True) -> RuleOptions:
-        return cls(vectorize, target.resize_rows, target.strided_reads, vectorize and target.row_sums)
+        return cls(vectorize, target.resize_rows, target.strided_reads, vectorize and target.transpose_tiles,
+                   vectorize and target.row_sums)
 
 
 def inline_elementwise(func: tvm.tirx.PrimFunc, keep: tuple[str, ...] = ()) -> tvm.tirx.PrimFunc:
@@ -92,16 +95,19 @@ def schedule_epilogues_per_element(func: tvm.tirx.PrimFunc,
     (max-pool -> ReLU), which cannot be inlined into it, is computed right after each reduced element, so
     their intermediate is one element instead of a tensor; long reductions become vector partial sums.
     A resize's 8-bit input is computed once into a buffer; with `resize_rows`, its 8-bit result row by row
-    (`compile.kernels.resize_rows`); with `strided_reads`, `compile.kernels.strided_reads`."""
+    (`compile.kernels.resize_rows`); with `transpose_tiles` and `strided_reads`, `compile.kernels.transpose_tiles`
+    and `compile.kernels.strided_reads`."""
     sch = _inlined_around_resizes(func, options.vectorize and options.resize_rows)
     if not _has_root(sch):
         return sch.mod["main"]
     if options.vectorize:
         _vector_partial_sums(sch)
-    if options.vectorize and options.strided_reads:
-        vectorize_strided_reads(sch)
     if options.row_sums:
         tensorize_row_sums(sch)
+    if options.transpose_tiles:  # after tensorize_row_sums: TVM's get_producers fails on a tensorized block
+        sch = transpose_in_tiles(sch)
+    if options.vectorize and options.strided_reads:
+        vectorize_strided_reads(sch)
     for block in sch.get_child_blocks(sch.get_sblock("root")):
         iters = sch.get(block).iter_vars
         if not any(iv.iter_type == tvm.tirx.IterVar.CommReduce for iv in iters):
