@@ -48,6 +48,45 @@ def test_depthwise_float_structure_and_values() -> None:
     np.testing.assert_array_equal(run_relax(after, x), run_relax(before, x))
 
 
+def _biased_depthwise(weight: np.ndarray, bias: np.ndarray, form: str) -> tvm.IRModule:
+    """lower_int8's astype(add(conv, b), "float32") with the conv in int32 (form "int32"), in float32 and back
+    to int32 ("round trip"), or the conv and the bias added in float32 ("float")."""
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, C, H, W), "int8"))
+    b = bias.reshape(1, C, 1, 1)
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            if form == "int32":
+                conv = relax.op.nn.conv2d(x, relax.const(weight), padding=[1, 1], groups=C, out_dtype="int32")
+            else:
+                conv = relax.op.nn.conv2d(x, relax.const(weight.astype(np.float32)), padding=[1, 1], groups=C,
+                                          out_dtype="float32")
+            if form == "float":
+                out = bb.emit_output(relax.op.add(conv, relax.const(b.astype(np.float32))))
+            else:
+                conv = conv if form == "int32" else relax.op.astype(conv, "int32")
+                out = bb.emit_output(relax.op.astype(relax.op.add(conv, relax.const(b)), "float32"))
+        bb.emit_func_output(out)
+    return relax.transform.Normalize()(bb.get())
+
+
+def test_a_bias_on_the_way_back_to_float_is_added_in_float() -> None:
+    """No int32 round trip where the sums stay exact with the bias; the int32 add kept where they would not."""
+    weight = _extreme_weight()
+    bias = np.array([2**20, -(2**20), 7], np.int32)  # 9 x 128 x 127 + 2^20 < 2^24
+    before = _biased_depthwise(weight, bias, "int32")
+    after, count = depthwise_float(before)
+    assert count == 1
+    tvm.ir.assert_structural_equal(after, _biased_depthwise(weight, bias, "float"))
+    x = np.full((1, C, H, W), -128, np.int8)  # every sum at its largest magnitude
+    x[0, :, ::3] = 127
+    np.testing.assert_array_equal(run_relax(after, x), run_relax(before, x))
+    large = np.array([2**24 - 2**10, 0, 0], np.int32)  # the conv's sums exact, not with this bias
+    after, count = depthwise_float(_biased_depthwise(weight, large, "int32"))
+    assert count == 1
+    tvm.ir.assert_structural_equal(after, _biased_depthwise(weight, large, "round trip"))
+
+
 def test_depthwise_float_leaves_dense_inexact_and_narrow_convs() -> None:
     dense = _depthwise(RNG.integers(-127, 128, (C, C, 3, 3)).astype(np.int8), "int32", groups=1)
     assert depthwise_float(dense)[1] == 0

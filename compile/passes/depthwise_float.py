@@ -17,6 +17,11 @@ Every product of two int8 values and every partial sum of a depthwise convolutio
 float32 represents each exactly, in any order: the int32 result is the same, and so is the bundle's output. The
 schedule rule (`compile.kernels.rules.schedule_accumulate_rows`) pads the float input in bands of rows, so its
 workspace stays below the int8 plane's. Only where the target measured faster (`CompileTarget.float_depthwise`).
+
+`lower_int8` adds the bias to the int32 sum and converts it back to float32 for the requantization; where every
+partial sum stays below 2^24 with the bias too (`float_exact` with it), the bias is added in float32 instead,
+the same value without the round trip (x86-64 AVX2 on an AMD EPYC, single kernels: 16 x 64x64 0.052 -> 0.049
+ms, 8 x 128x128 0.101 -> 0.096 ms; end to end within noise).
 """
 
 from __future__ import annotations
@@ -59,26 +64,40 @@ def _depthwise(conv: relax.Call, weight: np.ndarray) -> bool:
 
 def depthwise_float(mod: tvm.IRModule) -> tuple[tvm.IRModule, int]:
     """Rewrite each int8 depthwise conv2d with int32 output and rows of at least MIN_WIDTH into float32
-    accumulation where exact (see the module docstring); returns the module and how many."""
-    x_pattern, w_pattern = wildcard(), is_const()
-    pattern = is_op("relax.nn.conv2d")(x_pattern, w_pattern)
+    accumulation where exact (see the module docstring); returns the module and how many. Where its int32 sum
+    only gets a constant bias and goes back to float32 (`lower_int8`'s astype(add(conv, b), "float32")), the
+    bias is added in float32 too, when exact with it: no int32 round trip (two conversions and an add a vector)."""
+    x_pattern, w_pattern, b_pattern = wildcard(), is_const(), is_const()
+    conv_pattern = is_op("relax.nn.conv2d")(x_pattern, w_pattern)
+    biased_pattern = is_op("relax.astype")(is_op("relax.add")(conv_pattern, b_pattern))
     count = 0
 
-    def callback(expr: relax.Call, m: dict) -> relax.Expr:
-        nonlocal count
-        x, weight = m[x_pattern], m[w_pattern].value.numpy()
+    def float_conv(conv: relax.Call, x: relax.Expr, weight: np.ndarray, bias: np.ndarray | None) -> relax.Expr | None:
         x_dtype = str(x.ty.dtype)
-        if (str(expr.attrs.out_dtype) != "int32" or x_dtype not in ("int8", "uint8") or weight.dtype != np.int8
-                or not _depthwise(expr, weight) or not float_exact(x_dtype, weight)
+        if (str(conv.attrs.out_dtype) != "int32" or x_dtype not in ("int8", "uint8") or weight.dtype != np.int8
+                or not _depthwise(conv, weight) or not float_exact(x_dtype, weight, bias)
                 or int(x.ty.shape.values[-1]) < MIN_WIDTH):
-            return expr
+            return None
+        nonlocal count
         count += 1
-        a = expr.attrs
-        conv = relax.op.nn.conv2d(x, relax.const(weight.astype(np.float32)), strides=a.strides, padding=a.padding, dilation=a.dilation,
-                                  groups=a.groups, data_layout="NCHW", kernel_layout="OIHW", out_dtype="float32")
-        return relax.op.astype(conv, "int32")
+        a = conv.attrs
+        return relax.op.nn.conv2d(x, relax.const(weight.astype(np.float32)), strides=a.strides, padding=a.padding,
+                                  dilation=a.dilation, groups=a.groups, data_layout="NCHW", kernel_layout="OIHW",
+                                  out_dtype="float32")
 
-    main = rewrite_call(pattern, callback, mod["main"])
+    def biased(expr: relax.Call, m: dict) -> relax.Expr:
+        bias = m[b_pattern].value.numpy()
+        channels = m[w_pattern].value.numpy().shape[0]
+        if str(expr.attrs.dtype) != "float32" or bias.dtype != np.int32 or bias.size != channels:
+            return expr
+        conv = float_conv(m[conv_pattern], m[x_pattern], m[w_pattern].value.numpy(), bias.reshape(-1))
+        return expr if conv is None else relax.op.add(conv, relax.const(bias.astype(np.float32)))
+
+    def plain(expr: relax.Call, m: dict) -> relax.Expr:
+        conv = float_conv(expr, m[x_pattern], m[w_pattern].value.numpy(), None)
+        return expr if conv is None else relax.op.astype(conv, "int32")
+
+    main = rewrite_call(conv_pattern, plain, rewrite_call(biased_pattern, biased, mod["main"]))
     return (with_new_main(relax.BlockBuilder(mod), main), count) if count else (mod, 0)
 
 
