@@ -48,7 +48,7 @@ def _description() -> tvm.tirx.PrimFunc:
     return desc
 
 
-def interleave_network() -> tuple[list[str], list[str]]:
+def _interleave_network() -> tuple[list[str], list[str]]:
     """TVMScript lines that take TILE vectors of TILE bytes, r0.., through log2(TILE) rounds of byte
     interleaves (vector i with vector i + TILE/2, low and high halves), and the names of the vectors out: the
     transpose's rows."""
@@ -66,7 +66,7 @@ def interleave_network() -> tuple[list[str], list[str]]:
 
 def _implementation() -> tvm.tirx.PrimFunc:
     """The description as TILE vector loads, the byte interleaves (`T.Shuffle`) and TILE vector stores."""
-    lines, result = interleave_network()
+    lines, result = _interleave_network()
     body = [f"r{i} = A.vload([{i}, 0, 0], 'int8x{TILE}')" for i in range(TILE)] + lines
     body += [f"B[{k}, T.ramp(0, 1, {TILE})] = {name}" for k, name in enumerate(result)]
     source = "\n".join([
