@@ -43,22 +43,36 @@ def _moves_only(block: tvm.s_tir.SBlock) -> bool:
 def _reads_with_stride(realize: tvm.s_tir.SBlockRealize, loop_var: tvm.tirx.Var) -> bool:
     """Does the block read some buffer at flat offsets that do not move by 0 or 1 element per step of
     `loop_var` (the offsets simplified within the block's iteration domain)?"""
+    steps = read_steps(realize, [loop_var])
+    return steps is not None and any(step is None or step[0] not in (0, 1) for step in steps)
+
+
+def block_var(realize: tvm.s_tir.SBlockRealize, loop_var: tvm.tirx.Var) -> tvm.tirx.Var | None:
+    """The block's iteration variable bound to `loop_var` itself, if one is."""
+    return next((iv.var for iv, value in zip(realize.block.iter_vars, realize.iter_values)
+                 if value.same_as(loop_var)), None)
+
+
+def read_steps(realize: tvm.s_tir.SBlockRealize, loop_vars: list[tvm.tirx.Var]) -> list[tuple[int, ...] | None] | None:
+    """For each region the block reads, how far its flat offset moves per step of each of `loop_vars` (the
+    offsets simplified within the block's iteration domain); None for a region whose offset is not linear in
+    them with integer steps (a table read at a loaded value). None if some loop variable is not one of the
+    block's iteration values."""
+    inner = [block_var(realize, v) for v in loop_vars]
+    if any(v is None for v in inner):
+        return None
     analyzer = sym.Analyzer()
-    inner = None
-    for iv, value in zip(realize.block.iter_vars, realize.iter_values):
+    for iv in realize.block.iter_vars:
         analyzer.bind(iv.var, iv.dom)
-        if value.same_as(loop_var):
-            inner = iv.var
-    if inner is None:
-        return False
+    steps = []
     for region in realize.block.reads:
         flat = 0
         for range_, extent in zip(region.region, region.source.shape):
             flat = flat * extent + range_.min
-        step = sym.detect_linear_equation(analyzer.simplify(flat), [inner])
-        if not step or not isinstance(step[0], tvm.tirx.IntImm) or int(step[0]) not in (0, 1):
-            return True
-    return False
+        step = sym.detect_linear_equation(analyzer.simplify(flat), inner)
+        linear = step and all(isinstance(s, tvm.tirx.IntImm) for s in step[:len(inner)])
+        steps.append(tuple(int(s) for s in step[:len(inner)]) if linear else None)
+    return steps
 
 
 def innermost_realize(sch: Schedule, block) -> tvm.s_tir.SBlockRealize:

@@ -19,9 +19,10 @@ evict each other the tiles were slower (8 channels at 128x128: lookup 0.095 -> 0
 from __future__ import annotations
 
 import tvm
-from tvm import sym
 from tvm.s_tir import Schedule, ScheduleError, TensorIntrin
 from tvm.script import tirx as T
+
+from compile.kernels.strided_reads import block_var, innermost_realize, read_steps
 
 TILE = 16  # tokens and channels per tile: one 16-byte vector of each of 16 planes
 # an L1 data cache of 64 sets of 64-byte lines, 8 ways or more (x86-64 since Sandy Bridge / Zen: 32 KiB 8-way,
@@ -95,9 +96,10 @@ def transpose_in_tiles(sch: Schedule) -> Schedule:
         loops = sch.get_loops(block)
         if len(loops) < 2 or any(iv.iter_type != tvm.tirx.IterVar.DataPar for iv in sch.get(block).iter_vars):
             continue
-        channels, tokens = int(sch.get(loops[-1]).extent), int(sch.get(loops[-2]).extent)
+        if int(sch.get(loops[-1]).extent) % TILE or int(sch.get(loops[-2]).extent) % TILE:
+            continue
         source = _planes_read(sch, block, loops[-2], loops[-1])
-        if channels % TILE or tokens % TILE or source is None:
+        if source is None:
             continue
         try:
             trial = _int32_indices(sch)
@@ -134,7 +136,7 @@ def _tile(sch: Schedule, block, index: int, channel_dim: int, vectorize: bool) -
 
 def _evicting(stride: int, channels: int) -> bool:
     """Do a token's channels, `stride` bytes apart, lie in more lines of one L1 set than the set holds?"""
-    return stride % L1_WAY_BYTES == 0 and channels > L1_WAYS
+    return stride > 0 and stride % L1_WAY_BYTES == 0 and channels > L1_WAYS
 
 
 def _planes_read(sch: Schedule, block, tokens, channels) -> tuple[int, int, bool] | None:
@@ -142,31 +144,19 @@ def _planes_read(sch: Schedule, block, tokens, channels) -> tuple[int, int, bool
     1 along loop `tokens` and along `channels` by a stride that makes a token's channels evict each other
     (the dimension: the one the channel loop indexes); not vectorizable if some read is at an index that is
     not linear in the loops (a lookup table). None unless exactly one such input."""
-    extent = int(sch.get(channels).extent)
-    realize = sch.get(sch.get_loops(block)[-1]).body
-    if not isinstance(realize, tvm.s_tir.SBlockRealize):
+    realize = innermost_realize(sch, block)
+    loop_vars = [sch.get(lp).loop_var for lp in (tokens, channels)]
+    steps = read_steps(realize, loop_vars)
+    if steps is None:
         return None
-    analyzer = sym.Analyzer()
-    by_loop = {}
-    for iv, value in zip(realize.block.iter_vars, realize.iter_values):
-        analyzer.bind(iv.var, iv.dom)
-        by_loop[value] = iv.var
-    t_var, c_var = (next((v for k, v in by_loop.items() if k.same_as(sch.get(lp).loop_var)), None)
-                    for lp in (tokens, channels))
-    if t_var is None or c_var is None:
-        return None
-    found, linear = [], True
-    for k, region in enumerate(realize.block.reads):
-        flat = 0
-        for range_, size in zip(region.region, region.source.shape):
-            flat = flat * size + range_.min
-        step = sym.detect_linear_equation(analyzer.simplify(flat), [t_var, c_var])
-        if not step or not all(isinstance(s, tvm.tirx.IntImm) for s in step[:2]):
-            linear = False
+    c_var = block_var(realize, loop_vars[1])
+    found = []
+    for k, (region, step) in enumerate(zip(realize.block.reads, steps)):
+        if step is None or str(region.source.dtype) != "int8" or step[0] != 1:
             continue
-        if str(region.source.dtype) == "int8" and int(step[0]) == 1 and _evicting(int(step[1]), extent):
+        if _evicting(step[1], int(sch.get(channels).extent)):
             dims = [d for d, r in enumerate(region.region)
                     if any(v.same_as(c_var) for v in tvm.tirx.analysis.undefined_vars(r.min))]
             if len(dims) == 1:
                 found.append((k, dims[0]))
-    return (*found[0], linear) if len(found) == 1 else None
+    return (*found[0], None not in steps) if len(found) == 1 else None
