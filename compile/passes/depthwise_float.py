@@ -86,11 +86,10 @@ def depthwise_float(mod: tvm.IRModule) -> tuple[tvm.IRModule, int]:
                                   out_dtype="float32")
 
     def biased(expr: relax.Call, m: dict) -> relax.Expr:
-        bias = m[b_pattern].value.numpy()
-        channels = m[w_pattern].value.numpy().shape[0]
-        if str(expr.attrs.dtype) != "float32" or bias.dtype != np.int32 or bias.size != channels:
+        bias, weight = m[b_pattern].value.numpy(), m[w_pattern].value.numpy()
+        if str(expr.attrs.dtype) != "float32" or bias.dtype != np.int32 or bias.size != weight.shape[0]:
             return expr
-        conv = float_conv(m[conv_pattern], m[x_pattern], m[w_pattern].value.numpy(), bias.reshape(-1))
+        conv = float_conv(m[conv_pattern], m[x_pattern], weight, bias.reshape(-1))
         return expr if conv is None else relax.op.add(conv, relax.const(bias.astype(np.float32)))
 
     def plain(expr: relax.Call, m: dict) -> relax.Expr:
