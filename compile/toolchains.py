@@ -28,6 +28,9 @@ class DotProduct:
     depth: int
     activations: str  # "int8", or "uint8": the instruction multiplies u8 x i8 (x86), activations get +128
     mnemonic: str  # what `objdump -d` shows for it in the kernels
+    # the same instruction on two vectors, both operands per lane (the stem's Gram statistics,
+    # compile.kernels.stem_gram); "" where no such intrinsic is registered
+    pairs: str = ""
 
 
 @dataclass(frozen=True)
@@ -213,7 +216,8 @@ TARGETS: dict[str, CompileTarget] = {
         # (A/B on this project's VM), and UCM-Net's narrowest layers have 8 channels. zmm_loops: 4% faster end
         # to end on this project's VM (a Sapphire Rapids-class Xeon: amx_int8), 33 KB more code; bit-identical
         _x86("x86_64-vnni", "this host if it has AVX-512 VNNI (Intel Cascade Lake and later Xeons, AMD Zen 4)",
-             "cascadelake", DotProduct("ucm_vnni_8x4", lanes=8, depth=4, activations="uint8", mnemonic="vpdpbusd"),
+             "cascadelake", DotProduct("ucm_vnni_8x4", lanes=8, depth=4, activations="uint8", mnemonic="vpdpbusd",
+                                        pairs="ucm_vnni_pairs_8x4"),
              zmm_loops=True),
     )
 }

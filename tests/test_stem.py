@@ -1,7 +1,8 @@
 """compile.kernels.stem with `float_sums`: the same statistics and pooled output as the int32 kernels, the
 padded rows written as zeros then copied in vectors, the statistics in vectors of LANES pixels; and
 `float_exact`, the bound that allows it. compile.kernels.stem_gram: the statistics from the input's Gram
-matrix, bit-identical to the conv's, and `gram_exact`, where it applies."""
+matrix, bit-identical to the conv's, its products in float32 (`gram_exact`, where it applies) or by VNNI's
+`vpdpbusd` on pairs of vectors (`pairs_exact`; the arithmetic on any CPU, the instruction where it runs)."""
 
 from __future__ import annotations
 
@@ -11,17 +12,37 @@ import tvm
 from tvm.s_tir import Schedule
 
 from compile.kernels.attrs import LANES, MACS_ATTR, RECOMPUTED_ATTR
-from compile.kernels.stem import FLOAT_LANES, StemConv, pool_kernel, stats_kernel
-from compile.kernels.stem_gram import BAND_ROWS, gram_exact, gram_stats_kernel, rows_per_sum
+from compile.kernels.stem import FLOAT_LANES, StemConv, pool_kernel, stats_kernel, stem_weights
+from compile.kernels.stem_gram import (
+    BAND_ROWS,
+    _float_correlation,
+    _pair_correlation,
+    gram_exact,
+    gram_stats_kernel,
+    pairs_exact,
+    rows_per_sum,
+)
 from compile.passes.depthwise_float import float_exact
+from compile.toolchains import get_target
+from targets.cpu import host_cpu, host_target
 
 RNG = np.random.default_rng(5)
 W_SHAPE = (4, 3, 3, 3)
 FLOAT = StemConv(float_sums=True)
+VNNI = get_target("x86_64-vnni").dot_product
 
 
-def _run(func: tvm.tirx.PrimFunc, out: np.ndarray, *args: np.ndarray) -> np.ndarray:
-    lib = tvm.tirx.build(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target="llvm")
+def _cases(shape: tuple[int, ...], w_shape: tuple[int, ...]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Random values, and the extremes: every sum its largest."""
+    c_out = w_shape[0]
+    cases = [(RNG.integers(0, 256, shape), RNG.integers(-128, 128, w_shape), RNG.integers(-20000, 20000, c_out)),
+             (np.full(shape, 255), np.full(w_shape, -128), np.full(c_out, 2**24 - 1)),
+             (np.full(shape, 255), np.where(RNG.random(w_shape) < 0.5, -128, 127), np.zeros(c_out))]
+    return [(x.astype(np.uint8), w.astype(np.int8), b.astype(np.int32)) for x, w, b in cases]
+
+
+def _run(func: tvm.tirx.PrimFunc, out: np.ndarray, *args: np.ndarray, target: str | dict = "llvm") -> np.ndarray:
+    lib = tvm.tirx.build(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target=target)
     result = tvm.runtime.tensor(out)
     lib["main"](*(tvm.runtime.tensor(a) for a in args), result)
     return result.numpy()
@@ -67,11 +88,7 @@ def test_float_exact_bounds_each_channels_sums() -> None:
 def test_gram_statistics_equal_the_convs(shape: tuple[int, ...]) -> None:
     w_shape = (4, shape[1], 3, 3)
     stats = np.zeros((2, w_shape[0]), np.int64)
-    cases = [(RNG.integers(0, 256, shape), RNG.integers(-128, 128, w_shape), RNG.integers(-20000, 20000, 4)),
-             (np.full(shape, 255), np.full(w_shape, -128), np.full(4, 2**24 - 1)),  # the extremes: every sum largest
-             (np.full(shape, 255), np.where(RNG.random(w_shape) < 0.5, -128, 127), np.zeros(4))]
-    for x, w, bias in cases:
-        x, w, bias = x.astype(np.uint8), w.astype(np.int8), bias.astype(np.int32)
+    for x, w, bias in _cases(shape, w_shape):
         gram = _run(gram_stats_kernel(shape, "uint8", w_shape), stats, x, w.astype(np.float32), bias)
         np.testing.assert_array_equal(gram, _run(stats_kernel(shape, "uint8", w_shape, 1), stats, x, w, bias))
 
@@ -100,3 +117,52 @@ def test_gram_exact_where_float_sums_stay_exact() -> None:
     assert not gram_exact("uint8", (1, 3, 256, 256), (8, 3, 3, 3), 0)  # another padding
     assert not gram_exact("uint8", (1, 3, 256, 12), (8, 3, 3, 3), 1)  # rows not whole vectors
     assert not gram_exact("uint8", (1, 3, 4096, 4096), (8, 3, 3, 3), 1)  # the image's sum beyond int32
+
+
+def test_pair_correlation_equals_the_float_one() -> None:
+    """The pairs' arithmetic on any CPU (untensorized): the lower rows less 128, padded with -128, and the
+    upper rows' sums added back give the float32 products' correlation."""
+    shape = (1, 3, 4, 64)
+    x = tvm.te.placeholder(shape, "uint8", name="x")
+    r, s = tvm.te.reduce_axis((0, 4), "r"), tvm.te.reduce_axis((0, 64), "s")
+    total = tvm.te.compute((3,), lambda c: tvm.te.sum(x[0, c, r, s].astype("int64"), axis=[r, s]), name="total")
+    pairs, floats = _pair_correlation(x, total, VNNI), _float_correlation(x)
+    for image in (RNG.integers(0, 256, shape), np.full(shape, 255)):
+        out = np.zeros((3, 3, 3, 5), np.int64)
+        got = [_run(tvm.te.create_prim_func([x, c]), out, image.astype(np.uint8)) for c in (pairs, floats)]
+        np.testing.assert_array_equal(*got)
+
+
+@pytest.mark.skipif(host_target(host_cpu()) != "x86_64-vnni", reason="this CPU lacks AVX-512 VNNI")
+@pytest.mark.parametrize("shape", [(1, 3, 4, 64), (1, 3, 6, 96), (1, 2, 2, 64)])
+def test_pair_statistics_equal_the_convs(shape: tuple[int, ...]) -> None:
+    w_shape = (8, shape[1], 3, 3)
+    stats = np.zeros((2, w_shape[0]), np.int64)
+    for x, w, bias in _cases(shape, w_shape):
+        packed = stem_weights(w, StemConv(dot=VNNI))
+        pairs = _run(gram_stats_kernel(shape, "uint8", w_shape, VNNI), stats, x, packed, bias,
+                     target=get_target("x86_64-vnni").llvm)
+        np.testing.assert_array_equal(pairs, _run(stats_kernel(shape, "uint8", w_shape, 1), stats, x, w, bias))
+
+
+def test_vnni_stem_takes_the_pair_statistics() -> None:
+    shape, w_shape = (1, 3, 4, 64), (8, 3, 3, 3)
+    stats = stats_kernel(shape, "uint8", w_shape, 1, StemConv(dot=VNNI))
+    pool = pool_kernel(shape, "uint8", w_shape, 1, conv=StemConv(dot=VNNI))
+    script = stats.script()
+    assert "conv2d_nchw" not in script and "llvm.x86.avx512.vpdpbusd.256" in script
+    sch = Schedule(stats)
+    copy = sch.get_loops(sch.get_sblock("pad_temp"))[-1]
+    assert sch.get(copy).kind == tvm.tirx.ForKind.VECTORIZED  # the lower rows copied in vectors
+    assert int(pool.attrs[RECOMPUTED_ATTR]) == 0  # the pool kernel's conv is the model's, computed once
+
+
+def test_pairs_exact_where_each_lanes_sum_stays_in_int32() -> None:
+    assert pairs_exact("uint8", (1, 3, 256, 256), (8, 3, 3, 3), 1, VNNI)  # 256 x 8 x 4 x 255 x 128: 267,386,880
+    assert pairs_exact("uint8", (1, 3, 2056, 256), (8, 3, 3, 3), 1, VNNI)  # 2,147,450,880 < 2^31
+    assert not pairs_exact("uint8", (1, 3, 2057, 256), (8, 3, 3, 3), 1, VNNI)  # 2,148,495,360
+    assert not pairs_exact("uint8", (1, 3, 256, 48), (8, 3, 3, 3), 1, VNNI)  # rows not whole instructions
+    assert not pairs_exact("int8", (1, 3, 256, 256), (8, 3, 3, 3), 1, VNNI)  # the instruction's unsigned operand
+    assert not pairs_exact("uint8", (1, 3, 256, 256), (8, 3, 5, 5), 2, VNNI)  # another kernel size
+    assert not pairs_exact("uint8", (1, 3, 256, 256), (8, 3, 3, 3), 1, get_target("x86_64").dot_product)  # no pairs
+    assert not pairs_exact("uint8", (1, 3, 256, 256), (8, 3, 3, 3), 1, None)

@@ -6,10 +6,11 @@ Arm's `sdot` and, for cores without it, NEON's widening multiply `smull` with pa
 intrinsics (`tvm.s_tir.tensor_intrin.arm_cpu`). TVM's x86 VNNI intrinsic calls
 `llvm.x86.avx512.vpdpbusd.512` with the operand types of older LLVMs (the LLVM inside TVM 0.27 rejects
 them), and only in its 512-bit form: `ucm_vnni_<lanes>x4` below is the same description with today's
-operand types, for 256- and 512-bit vectors. x86-64 CPUs without VNNI (AVX2) get `ucm_avx2_8x2`: `vpmaddwd`
-on the int8 values widened to int16, two products per int32 sum, exact (x86_64 on an AMD EPYC, single-kernel
-A/B against LLVM's own vectorization: 16384 x 16 -> 16 tokens 0.125 -> 0.051 ms, 1024 x 64 -> 64 0.075 ->
-0.012 ms).
+operand types, for 256- and 512-bit vectors; `ucm_vnni_pairs_<lanes>x4` is the instruction on two vectors,
+each lane's 4 bytes of both operands its own (the stem's Gram statistics, `compile.kernels.stem_gram`).
+x86-64 CPUs without VNNI (AVX2) get `ucm_avx2_8x2`: `vpmaddwd` on the int8 values widened to int16, two
+products per int32 sum, exact (x86_64 on an AMD EPYC, single-kernel A/B against LLVM's own vectorization:
+16384 x 16 -> 16 tokens 0.125 -> 0.051 ms, 1024 x 64 -> 64 0.075 -> 0.012 ms).
 """
 
 from __future__ import annotations
@@ -82,8 +83,40 @@ def _vnni_intrinsic(lanes: int) -> tuple[tvm.tirx.PrimFunc, tvm.tirx.PrimFunc]:
     return _description(lanes, 4, "uint8"), impl
 
 
+def _vnni_pairs_intrinsic(lanes: int) -> tuple[tvm.tirx.PrimFunc, tvm.tirx.PrimFunc]:
+    """`vpdpbusd` on two vectors: C[i] += sum_k A[4 i + k] * B[4 i + k], uint8 x int8, both operands per lane."""
+    bytes_ = 4 * lanes
+
+    @T.prim_func(s_tir=True)
+    def desc(A: T.Buffer((bytes_,), "uint8", offset_factor=1), B: T.Buffer((bytes_,), "int8", offset_factor=1),
+             C: T.Buffer((lanes,), "int32", offset_factor=1)) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:lanes], A[0:bytes_], B[0:bytes_])
+            T.writes(C[0:lanes])
+            for i, k in T.grid(lanes, 4):
+                with T.sblock("update"):
+                    vi, vk = T.axis.remap("SR", [i, k])
+                    C[vi] = C[vi] + T.cast(A[vi * 4 + vk], "int32") * T.cast(B[vi * 4 + vk], "int32")
+
+    @T.prim_func(s_tir=True)
+    def impl(A: T.Buffer((bytes_,), "uint8", offset_factor=1), B: T.Buffer((bytes_,), "int8", offset_factor=1),
+             C: T.Buffer((lanes,), "int32", offset_factor=1)) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:lanes], A[0:bytes_], B[0:bytes_])
+            T.writes(C[0:lanes])
+            C[T.ramp(T.int32(0), 1, lanes)] = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id(f"llvm.x86.avx512.vpdpbusd.{8 * bytes_}"),
+                C.vload([0], dtype=f"int32x{lanes}"),
+                T.reinterpret(A.vload([0], dtype=f"uint8x{bytes_}"), dtype=f"int8x{bytes_}"),
+                B.vload([0], dtype=f"int8x{bytes_}"),
+                dtype=f"int32x{lanes}")
+
+    return desc, impl
+
+
 for _lanes in (8, 16):
     TensorIntrin.register(f"ucm_vnni_{_lanes}x4", *_vnni_intrinsic(_lanes), override=True)
+    TensorIntrin.register(f"ucm_vnni_pairs_{_lanes}x4", *_vnni_pairs_intrinsic(_lanes), override=True)
 
 
 def _avx2_intrinsic() -> tuple[tvm.tirx.PrimFunc, tvm.tirx.PrimFunc]:
