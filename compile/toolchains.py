@@ -145,16 +145,17 @@ def _riscv(name: str, board: str, vector: bool, qemu_cpu: str, notes: str = "") 
 
 
 def _x86(name: str, board: str, cpu: str, dot_product: DotProduct | None = None,
-         zmm_loops: bool = False) -> CompileTarget:
+         zmm_loops: bool = False, registers: int = 16) -> CompileTarget:
     """An x86-64 Linux target for CPUs like `cpu` (LLVM -mcpu, GCC -march); the schedules' vectors are 16
     lanes (two AVX registers, or one AVX-512). `zmm_loops`: the loops LLVM vectorizes itself use 512-bit
-    registers too (LLVM prefers 256 bits on AVX-512 Intel CPUs, for their lower clock under 512-bit code)."""
+    registers too (LLVM prefers 256 bits on AVX-512 Intel CPUs, for their lower clock under 512-bit code).
+    `registers`: vector registers (AVX2 16, AVX-512 32), counted at 256 bits."""
     llvm = {"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": cpu}
     if zmm_loops:
         llvm["mattr"] = ["-prefer-256-bit"]
     return CompileTarget(
         name=name, board=board, triple="x86_64-linux-gnu", llvm=llvm, cflags=(f"-march={cpu}",),
-        cross_prefix="", compiler_package="gcc", vector_register_bytes=16 * 32, dot_product=dot_product,
+        cross_prefix="", compiler_package="gcc", vector_register_bytes=registers * 32, dot_product=dot_product,
         resize_rows=True, strided_reads=True, transpose_tiles=True, float_depthwise=True, float_stem=True,
         row_sums=True, lookup_tables="per_tensor",
     )
@@ -218,7 +219,7 @@ TARGETS: dict[str, CompileTarget] = {
         _x86("x86_64-vnni", "this host if it has AVX-512 VNNI (Intel Cascade Lake and later Xeons, AMD Zen 4)",
              "cascadelake", DotProduct("ucm_vnni_8x4", lanes=8, depth=4, activations="uint8", mnemonic="vpdpbusd",
                                         pairs="ucm_vnni_pairs_8x4"),
-             zmm_loops=True),
+             zmm_loops=True, registers=32),
     )
 }
 

@@ -12,7 +12,15 @@ import tvm
 from tvm.s_tir import Schedule
 
 from compile.kernels.attrs import LANES, MACS_ATTR, RECOMPUTED_ATTR
-from compile.kernels.stem import FLOAT_LANES, StemConv, pool_kernel, stats_kernel, stem_weights
+from compile.kernels.stem import (
+    DOT_CHAINS,
+    FLOAT_LANES,
+    StemConv,
+    dot_chains,
+    pool_kernel,
+    stats_kernel,
+    stem_weights,
+)
 from compile.kernels.stem_gram import (
     BAND_ROWS,
     _float_correlation,
@@ -148,7 +156,7 @@ def test_pair_statistics_equal_the_convs(shape: tuple[int, ...]) -> None:
 def test_vnni_stem_takes_the_pair_statistics() -> None:
     shape, w_shape = (1, 3, 4, 64), (8, 3, 3, 3)
     stats = stats_kernel(shape, "uint8", w_shape, 1, StemConv(dot=VNNI))
-    pool = pool_kernel(shape, "uint8", w_shape, 1, conv=StemConv(dot=VNNI))
+    pool = pool_kernel(shape, "uint8", w_shape, 1, conv=StemConv(dot=VNNI, chains=DOT_CHAINS))
     script = stats.script()
     assert "conv2d_nchw" not in script and "llvm.x86.avx512.vpdpbusd.256" in script
     sch = Schedule(stats)
@@ -157,6 +165,14 @@ def test_vnni_stem_takes_the_pair_statistics() -> None:
     assert int(pool.attrs[RECOMPUTED_ATTR]) == 0  # the pool kernel's conv is the model's, computed once
     sch = Schedule(pool)  # the pixels' channels side by side into a row buffer, copied to the planes per row
     assert [sch.get(lp).loop_var.name for lp in sch.get_loops(sch.get_sblock("relu_global"))][:2] == ["n", "i"]
+    chain = sch.get(sch.get_loops(sch.get_sblock("conv2d_nchw_update_o"))[-1])  # pixels' chains interleaved
+    assert chain.kind == tvm.tirx.ForKind.UNROLLED and int(chain.extent) == DOT_CHAINS
+
+
+def test_dot_chains_where_accumulators_and_weights_fit() -> None:
+    assert dot_chains(VNNI, (1, 3, 256, 256), (8, 3, 3, 3), 32 * 32) == DOT_CHAINS  # (8 + 9) x 32 B: AVX-512
+    assert dot_chains(VNNI, (1, 3, 256, 256), (8, 3, 3, 3), 16 * 32) == 1  # AVX2's 16 registers
+    assert dot_chains(VNNI, (1, 3, 256, 252), (8, 3, 3, 3), 32 * 32) == 1  # not a whole number of chains a row
 
 
 @pytest.mark.skipif(host_target(host_cpu()) != "x86_64-vnni", reason="this CPU lacks AVX-512 VNNI")
@@ -166,7 +182,7 @@ def test_vnni_pool_kernel_gives_the_int32_values() -> None:
         scale, shift = (RNG.random(8) * 1e-4).astype(np.float32), RNG.random(8).astype(np.float32)
         pooled = np.zeros((1, 8, 2, 32), np.float32)
         target = get_target("x86_64-vnni").llvm  # both with its FMA, which rounds (acc + b) * a + k once
-        vnni = _run(pool_kernel(shape, "uint8", w_shape, 1, conv=StemConv(dot=VNNI)), pooled, x,
+        vnni = _run(pool_kernel(shape, "uint8", w_shape, 1, conv=StemConv(dot=VNNI, chains=DOT_CHAINS)), pooled, x,
                     stem_weights(w, StemConv(dot=VNNI)), bias, scale, shift, target=target)
         plain = _run(pool_kernel(shape, "uint8", w_shape, 1), pooled, x, w, bias, scale, shift, target=target)
         np.testing.assert_array_equal(vnni, plain)

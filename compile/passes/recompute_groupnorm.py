@@ -28,7 +28,7 @@ from tvm import relax
 from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
 
 from compile.kernels.attrs import LANES, TENSORIZED_ATTR
-from compile.kernels.stem import StemConv, pool_kernel, stats_kernel, stem_weights
+from compile.kernels.stem import StemConv, dot_chains, pool_kernel, stats_kernel, stem_weights
 from compile.passes.common import op_name, quantizer, with_new_main
 from compile.passes.depthwise_float import float_exact
 from compile.toolchains import DotProduct
@@ -115,8 +115,10 @@ def recompute_groupnorm(mod: tvm.IRModule, vector_register_bytes: int = 512, dot
         x_dtype = str(x.ty.dtype)
         name = f"stem{count}"
         tensorized = dot if dot is not None and dot.activations == x_dtype and w.shape[3] <= dot.depth else None
+        chains = 1 if tensorized is None else dot_chains(tensorized, x_shape, w.shape, vector_register_bytes)
         conv_kind = StemConv(channels_inside=c_out * LANES * 4 <= vector_register_bytes, dot=tensorized,
-                             float_sums=tensorized is None and float_sums and float_exact(x_dtype, w, bias))
+                             float_sums=tensorized is None and float_sums and float_exact(x_dtype, w, bias),
+                             chains=chains)
         kernels = [stats_kernel(x_shape, x_dtype, w.shape, pads[0], conv_kind),
                    pool_kernel(x_shape, x_dtype, w.shape, pads[0], quant, conv_kind)]
         if tensorized is not None:
