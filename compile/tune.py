@@ -9,6 +9,7 @@ measured: an interrupted run keeps what it found, and a rerun continues from the
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import tvm
 from tvm.s_tir import meta_schedule as ms
 
 from compile.config import DEFAULT_ONNX, TUNING_DIR, CompileConfig
+from compile.errors import CompileError
 from compile.kernels.attrs import is_scheduled
 from compile.kernels.codegen import NO_ASSERT
 from compile.kernels.fusion import kernel_module
@@ -27,8 +29,22 @@ from compile.toolchains import CompileTarget, get_target
 from ucm.errors import run_command
 
 
+# what MetaSchedule needs beyond the compiler (the `tune` extra): its XGBoost cost model, its local workers
+TUNING_MODULES = ("xgboost", "psutil", "cloudpickle")
+
+
+def require_tuning_packages() -> None:
+    """Fail before minutes of lowering and tuning, not after the first round's measurements."""
+    missing = [name for name in TUNING_MODULES if importlib.util.find_spec(name) is None]
+    if missing:
+        raise CompileError(f"python -m compile.tune needs {', '.join(missing)} (MetaSchedule's cost model and "
+                           "workers): install them with 'pip install -e \".[tune]\"'")
+
+
 def tune(cfg: CompileConfig, trials: int, per_kernel: int, cores: int, all_kernels: bool) -> Path:
     """Tune the kernels `python -m compile` would build for `cfg` (the same lowering, the same rewrites)."""
+    if trials > 0:
+        require_tuning_packages()
     target = get_target(cfg.target)
     lowered = lower_to_kernels(cfg, print)
     macs = lowered.kernel_macs

@@ -286,6 +286,21 @@ def test_no_tuning_records_ship_for_the_current_graph(bundles: dict[str, Path]) 
         assert tuning_database(get_target(name), TUNING_DIR) is None
 
 
+def test_tune_without_its_packages_names_the_extra(monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture) -> None:
+    """Without MetaSchedule's cost model (the `tune` extra), `python -m compile.tune` stops at once with the
+    fix, not after lowering the model and a first round of measurements."""
+    import importlib.util
+
+    from compile import tune
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "xgboost" else find_spec(name, *a))
+    assert tune.main(["--target", "x86_64", "--trials", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "xgboost" in err and 'pip install -e ".[tune]"' in err
+
+
 def test_matmul_nchw_rewrite_is_exact(bundles: dict[str, Path], tmp_path: Path) -> None:
     """Token matmul + transpose as one kernel: the same integer products and epilogue, so the same logits."""
     import json

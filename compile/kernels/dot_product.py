@@ -31,19 +31,22 @@ from compile.toolchains import DotProduct
 ACTIVATION_OFFSET = 128  # int8 + 128 = uint8, for instructions that multiply u8 x i8
 
 
-def _import_arm_intrinsics() -> None:
-    """Register TVM's Arm intrinsics (`dot_4x4_i8i8s32_sdot` / `_neon`) without running the package
-    `tvm.s_tir.tensor_intrin`'s `__init__`, which registers every CUDA and ROCm intrinsic too: 30 to 40 s of
-    TVMScript parsing in each process that compiles (measured on this project's VM), for nothing a CPU uses."""
+def _import_cpu_intrinsics() -> None:
+    """Register TVM's Arm intrinsics (`dot_4x4_i8i8s32_sdot` / `_neon`) and x86 ones (`dot_16x4_vnni`, which
+    MetaSchedule's x86 rules ask for on a VNNI target: `python -m compile.tune --target x86_64-vnni`) without
+    running the package `tvm.s_tir.tensor_intrin`'s `__init__`, which registers every CUDA and ROCm intrinsic
+    too: 30 to 40 s of TVMScript parsing in each process that compiles (measured on this project's VM), for
+    nothing a CPU uses."""
     package = "tvm.s_tir.tensor_intrin"
     if package not in sys.modules:
         stub = types.ModuleType(package)
         stub.__path__ = [str(Path(tvm.s_tir.__file__).parent / "tensor_intrin")]
         sys.modules[package] = stub
-    importlib.import_module(f"{package}.arm_cpu")
+    for module in ("arm_cpu", "x86"):
+        importlib.import_module(f"{package}.{module}")
 
 
-_import_arm_intrinsics()
+_import_cpu_intrinsics()
 
 
 def _description(lanes: int, depth: int, activations: str) -> tvm.tirx.PrimFunc:
