@@ -295,7 +295,8 @@ def test_tune_without_its_packages_names_the_extra(monkeypatch: pytest.MonkeyPat
     from compile import tune
 
     find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "xgboost" else find_spec(name, *a))
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "xgboost" else find_spec(name, *a))
     assert tune.main(["--target", "x86_64", "--trials", "1"]) == 2
     err = capsys.readouterr().err
     assert "xgboost" in err and 'pip install -e ".[tune]"' in err

@@ -176,6 +176,19 @@ def test_dot_chains_where_accumulators_and_weights_fit() -> None:
 
 
 @pytest.mark.skipif(host_target(host_cpu()) != "x86_64-vnni", reason="this CPU lacks AVX-512 VNNI")
+def test_vnni_conv_statistics_where_the_pairs_do_not_apply() -> None:
+    shape, w_shape = (1, 3, 4, 40), (8, 3, 3, 3)  # rows of 40: not whole pairs instructions (32 pixels)
+    conv = StemConv(dot=VNNI, chains=DOT_CHAINS)
+    assert not pairs_exact("uint8", shape, w_shape, 1, VNNI) and "conv2d_nchw" in stats_kernel(
+        shape, "uint8", w_shape, 1, conv).script()
+    stats = np.zeros((2, 8), np.int64)
+    for x, w, bias in _cases(shape, w_shape):
+        vnni = _run(stats_kernel(shape, "uint8", w_shape, 1, conv), stats, x, stem_weights(w, conv), bias,
+                    target=get_target("x86_64-vnni").llvm)
+        np.testing.assert_array_equal(vnni, _run(stats_kernel(shape, "uint8", w_shape, 1), stats, x, w, bias))
+
+
+@pytest.mark.skipif(host_target(host_cpu()) != "x86_64-vnni", reason="this CPU lacks AVX-512 VNNI")
 def test_vnni_pool_kernel_gives_the_int32_values() -> None:
     shape, w_shape = (1, 3, 4, 64), (8, 3, 3, 3)
     for x, w, bias in _cases(shape, w_shape):

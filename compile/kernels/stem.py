@@ -8,7 +8,7 @@ How the conv is computed (`StemConv`):
   instruction takes 4 horizontally adjacent pixels of a channel and kernel row for `dot.lanes` output channels;
   where the instruction has a `pairs` form and `pairs_exact` holds, the statistics come from the input's Gram
   matrix instead, its products taken by that form (`compile.kernels.stem_gram`; AVX-512 VNNI on an AMD EPYC,
-  256x256, alternating A/B: 0.212 -> 0.069 ms);
+  256x256, alternating A/B: 0.212 -> 0.079 ms);
 - in float32 (`float_sums`): every product and partial sum is an integer below 2^24 (the pass checks), so the
   sums are exact; one float multiply-add per tap and 8 pixels, the padded input rows converted to float once
   per output row and copied in vectors (`decompose_padding`: zeros first, then the image rows), and the

@@ -18,9 +18,9 @@ Per pixel this is C x C x 3 x 5 = 135 products for the UCM-Net stem (3 -> 8 chan
   against the float32 conv kernel (`compile.kernels.stem`): 0.55 -> 0.26 ms (min), 0.72 -> 0.34 ms (median);
 - or with an int8 dot-product instruction on two vectors (`DotProduct.pairs`, x86 VNNI `vpdpbusd`: 4 adjacent
   pixels of a row times 4 of the row below, 32 products an instruction against the conv's 8 x 4 over a kernel
-  row padded from 3 taps to 4). It multiplies uint8 by int8, so the lower row is stored less 128 and the
-  products gain 128 x the upper row's sum, added back (`pairs_exact`: each lane's int32 sum over the image
-  exact). AMD EPYC with AVX-512 VNNI, 256x256, alternating A/B against the VNNI conv kernel: 0.212 -> 0.069 ms.
+  row padded from 3 taps to 4). It multiplies uint8 by int8, so the lower row is stored less 128, which takes
+  128 x the upper row's sum off the products; it is added back (`pairs_exact`: each lane's int32 sum over the
+  image exact). AMD EPYC with AVX-512 VNNI, 256x256, alternating A/B against the VNNI conv kernel: 0.212 -> 0.079 ms.
 """
 
 from __future__ import annotations
@@ -211,9 +211,10 @@ def _pair_correlation(x: te.Tensor, total: te.Tensor, dot: DotProduct) -> te.Ten
     _, c_in, h, wd = (int(d) for d in x.shape)
     block, depth = dot.lanes * dot.depth, dot.depth
     # the lower rows: row a holds image row a (rows h, h + 1 are padding), column u image column u - 2
+    less = lambda c, a, u: (x[0, c, a, u].astype("int32") - ACTIVATION_OFFSET).astype("int8")  # noqa: E731
     low = te.compute((c_in, h + ROWS - 1, wd + SHIFTS - 1), lambda c, a, u: tvm.tirx.if_then_else(
-        tvm.tirx.all(a < h, u >= 2, u < wd + 2), (x[0, c, a, u - 2].astype("int32") - ACTIVATION_OFFSET).astype("int8"),
-        tvm.tirx.const(-ACTIVATION_OFFSET, "int8")), name="pad_temp")
+        tvm.tirx.all(a < h, u >= 2, u < wd + 2), less(c, a, u - 2), tvm.tirx.const(-ACTIVATION_OFFSET, "int8")),
+        name="pad_temp")
     r, k, t = te.reduce_axis((0, h), "r"), te.reduce_axis((0, wd // block), "k"), te.reduce_axis((0, depth), "t")
     products = te.compute((c_in, c_in, ROWS, SHIFTS, dot.lanes), lambda c, c2, di, dj, l: te.sum(
         x[0, c, r, k * block + l * depth + t].astype("int32")
