@@ -112,6 +112,9 @@ def export_best(scratch: Path, work: Path, kmod: tvm.IRModule, target: CompileTa
             shipped.commit_tuning_record(ms.database.TuningRecord(
                 record.trace, workload, record.run_secs, record.target, record.args_info))
             kept += 1
+    if not kept:  # no empty database: `python -m compile` would report and fingerprint records that are none
+        for name in ("database_workload.json", "database_tuning_record.json"):
+            (work / name).unlink(missing_ok=True)
     return kept
 
 

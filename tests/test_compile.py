@@ -302,6 +302,22 @@ def test_tune_without_its_packages_names_the_extra(monkeypatch: pytest.MonkeyPat
     assert "xgboost" in err and 'pip install -e ".[tune]"' in err
 
 
+def test_tune_ships_no_empty_database(tmp_path: Path) -> None:
+    """Where no tuned record beats the rules, `compile.tune` leaves no record files behind (an empty database
+    would be applied, reported and fingerprinted by every compile)."""
+    import tvm
+    from tvm.s_tir import meta_schedule as ms
+
+    from compile.tune import export_best
+
+    scratch, work = tmp_path / "scratch", tmp_path / "x86_64"
+    scratch.mkdir()
+    ms.database.JSONDatabase(str(scratch / "database_workload.json"), str(scratch / "database_tuning_record.json"),
+                             allow_missing=True)
+    assert export_best(scratch, work, tvm.IRModule({}), get_target("x86_64"), {}) == 0
+    assert not list(work.glob("*.json"))
+
+
 def test_matmul_nchw_rewrite_is_exact(bundles: dict[str, Path], tmp_path: Path) -> None:
     """Token matmul + transpose as one kernel: the same integer products and epilogue, so the same logits."""
     import json
