@@ -37,7 +37,7 @@ from targets.cpu import host_cpu, host_target
 RNG = np.random.default_rng(5)
 W_SHAPE = (4, 3, 3, 3)
 FLOAT = StemConv(float_sums=True)
-VNNI = get_target("x86_64-vnni").dot_product
+VNNI, VNNI_LLVM = get_target("x86_64-vnni").dot_product, get_target("x86_64-vnni").llvm
 
 
 def _cases(shape: tuple[int, ...], w_shape: tuple[int, ...]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -149,7 +149,7 @@ def test_pair_statistics_equal_the_convs(shape: tuple[int, ...]) -> None:
     for x, w, bias in _cases(shape, w_shape):
         packed = stem_weights(w, StemConv(dot=VNNI))
         pairs = _run(gram_stats_kernel(shape, "uint8", w_shape, VNNI), stats, x, packed, bias,
-                     target=get_target("x86_64-vnni").llvm)
+                     target=VNNI_LLVM)
         np.testing.assert_array_equal(pairs, _run(stats_kernel(shape, "uint8", w_shape, 1), stats, x, w, bias))
 
 
@@ -184,7 +184,7 @@ def test_vnni_conv_statistics_where_the_pairs_do_not_apply() -> None:
     stats = np.zeros((2, 8), np.int64)
     for x, w, bias in _cases(shape, w_shape):
         vnni = _run(stats_kernel(shape, "uint8", w_shape, 1, conv), stats, x, stem_weights(w, conv), bias,
-                    target=get_target("x86_64-vnni").llvm)
+                    target=VNNI_LLVM)
         np.testing.assert_array_equal(vnni, _run(stats_kernel(shape, "uint8", w_shape, 1), stats, x, w, bias))
 
 
@@ -194,10 +194,10 @@ def test_vnni_pool_kernel_gives_the_int32_values() -> None:
     for x, w, bias in _cases(shape, w_shape):
         scale, shift = (RNG.random(8) * 1e-4).astype(np.float32), RNG.random(8).astype(np.float32)
         pooled = np.zeros((1, 8, 2, 32), np.float32)
-        target = get_target("x86_64-vnni").llvm  # both with its FMA, which rounds (acc + b) * a + k once
+        # both with its FMA, which rounds (acc + b) * a + k once
         vnni = _run(pool_kernel(shape, "uint8", w_shape, 1, conv=StemConv(dot=VNNI, chains=DOT_CHAINS)), pooled, x,
-                    stem_weights(w, StemConv(dot=VNNI)), bias, scale, shift, target=target)
-        plain = _run(pool_kernel(shape, "uint8", w_shape, 1), pooled, x, w, bias, scale, shift, target=target)
+                    stem_weights(w, StemConv(dot=VNNI)), bias, scale, shift, target=VNNI_LLVM)
+        plain = _run(pool_kernel(shape, "uint8", w_shape, 1), pooled, x, w, bias, scale, shift, target=VNNI_LLVM)
         np.testing.assert_array_equal(vnni, plain)
 
 

@@ -20,10 +20,13 @@ Per pixel this is C x C x 3 x 5 = 135 products for the UCM-Net stem (3 -> 8 chan
   pixels of a row times 4 of the row below, 32 products an instruction against the conv's 8 x 4 over a kernel
   row padded from 3 taps to 4). It multiplies uint8 by int8, so the lower row is stored less 128, which takes
   128 x the upper row's sum off the products; it is added back (`pairs_exact`: each lane's int32 sum over the
-  image exact). AMD EPYC with AVX-512 VNNI, 256x256, alternating A/B against the VNNI conv kernel: 0.212 -> 0.079 ms.
+  image exact). AMD EPYC with AVX-512 VNNI, 256x256, alternating A/B against the VNNI conv kernel: 0.212 ->
+  0.079 ms.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import tvm
 from tvm import te
@@ -43,12 +46,16 @@ ROWS, SHIFTS = KERNEL, 2 * KERNEL - 1  # row offsets 0..2 below, column offsets 
 BAND_ROWS = 4
 
 
+def _rows_per_band(h: int, allowed: Callable[[int], bool] = lambda rows: True) -> int:
+    """The largest divisor of the height up to BAND_ROWS that `allowed` admits; 0 where none."""
+    return max((r for r in range(1, min(h, BAND_ROWS) + 1) if h % r == 0 and allowed(r)), default=0)
+
+
 def rows_per_sum(x_dtype: str, x_shape) -> int:
     """How many image rows' products each float32 lane adds up, exact (below 2^24): the largest such divisor of
     the height up to BAND_ROWS; 0 where not even one row's may."""
     row = int(x_shape[3]) // FLOAT_LANES * largest_magnitude(x_dtype) ** 2
-    h = int(x_shape[2])
-    return max((r for r in range(1, min(h, BAND_ROWS) + 1) if h % r == 0 and r * row < EXACT_FLOAT32), default=0)
+    return _rows_per_band(int(x_shape[2]), lambda rows: rows * row < EXACT_FLOAT32)
 
 
 def _gram_applies(x_dtype: str, x_shape, w_shape, padding: int) -> bool:
@@ -172,7 +179,8 @@ def _float_correlation(x: te.Tensor) -> te.Tensor:
     lanes = FLOAT_LANES
     # the padded rows as float: row a holds image row a - 1, column u image column u - 2 (zero elsewhere)
     xp = te.compute((c_in, h + ROWS, wd + 2 * (SHIFTS // 2)), lambda c, a, u: tvm.tirx.if_then_else(
-        tvm.tirx.all(a >= 1, a <= h, u >= 2, u < wd + 2), x[0, c, a - 1, u - 2].astype("float32"), 0.0), name="pad_temp")
+        tvm.tirx.all(a >= 1, a <= h, u >= 2, u < wd + 2), x[0, c, a - 1, u - 2].astype("float32"), 0.0),
+        name="pad_temp")
     rows = rows_per_sum(str(x.dtype), x.shape)  # added up in float32 before int64
     ri, k = te.reduce_axis((0, rows), "ri"), te.reduce_axis((0, wd // lanes), "k")
     products = te.compute((h // rows, c_in, c_in, ROWS, SHIFTS, lanes), lambda r, c, c2, di, dj, l: te.sum(
@@ -233,7 +241,7 @@ def _schedule_pair_products(sch: Schedule, dot: DotProduct, h: int) -> None:
     other orders timed)."""
     block = sch.get_sblock("products")
     c, c2, di, dj, lane, row, k, _ = sch.get_loops(block)
-    band, row = sch.split(row, [None, max(r for r in range(1, BAND_ROWS + 1) if h % r == 0)])
+    band, row = sch.split(row, [None, _rows_per_band(h)])
     sch.reorder(band, row, c2, dj, k, c, di, lane)
     sch.decompose_reduction(block, band)
     pad = sch.get_sblock("pad_temp")
